@@ -1,0 +1,74 @@
+"""``@tool``: a Python function an agent's model may call, with a JSON schema made from its signature.
+
+pydantic builds the schema and validates the model's arguments, so a model that sends the wrong types
+gets a precise error back as the tool result (and can correct itself) instead of crashing the turn.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ..model.errors import InvalidInput
+from .models.base import ToolSpec
+
+
+class Tool:
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.description = description or inspect.getdoc(fn) or ""
+        hints = get_type_hints(fn)
+        fields: dict[str, Any] = {}
+        for pname, param in inspect.signature(fn).parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            annotation = hints.get(pname, Any)
+            default = param.default if param.default is not inspect.Parameter.empty else ...
+            fields[pname] = (annotation, default)
+        self._args_model: type[BaseModel] = create_model(
+            f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    @property
+    def spec(self) -> ToolSpec:
+        schema = self._args_model.model_json_schema()
+        schema.pop("title", None)
+        return ToolSpec(self.name, self.description, schema)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parsed = self._args_model.model_validate(arguments or {})
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"bad arguments for tool {self.name!r}: {exc.errors(include_url=False)}"
+            ) from exc
+        return {k: getattr(parsed, k) for k in type(parsed).model_fields}
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        kwargs = self.validate(arguments)
+        result = self.fn(**kwargs)
+        if self.is_async:
+            result = await result
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name})"
+
+
+def tool(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+) -> Any:
+    """Decorate a function (sync or async) to make it a Tool: ``@tool`` or ``@tool(name=…)``."""
+    if fn is None:
+        return lambda f: Tool(f, name=name, description=description)
+    return Tool(fn, name=name, description=description)

@@ -1,0 +1,60 @@
+"""HumanClient: a person on the network. Same envelope plumbing as an agent, no model.
+
+A UI either pushes (``on_envelope`` callback) or pulls (``await next_envelope()`` / ``async for``).
+The pull queue is bounded by the inbox cap: a UI that stops reading makes senders see ``inbox_full``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..link.inbox import Inbox
+from ..model.envelope import Envelope
+from ..model.errors import Timeout
+from ..model.identity import Passport
+from .participant import ParticipantClient
+
+if TYPE_CHECKING:
+    from ..link.base import Connection
+
+OnEnvelope = Callable[[Envelope], Awaitable[None] | None]
+
+
+class HumanClient(ParticipantClient):
+    def __init__(
+        self,
+        conn: Connection,
+        passport: Passport,
+        inbox: Inbox,
+        *,
+        on_envelope: OnEnvelope | None = None,
+        auto_accept: bool = True,
+    ) -> None:
+        super().__init__(conn, passport, inbox, auto_accept=auto_accept)
+        self.on_envelope = on_envelope
+        self._pull: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=max(1, inbox.cap))
+
+    async def handle(self, env: Envelope) -> None:
+        if self.on_envelope is not None:
+            result = self.on_envelope(env)
+            if inspect.isawaitable(result):
+                await result
+            return
+        await self._pull.put(env)
+
+    async def next_envelope(self, timeout: float | None = None) -> Envelope:
+        try:
+            return await asyncio.wait_for(self._pull.get(), timeout)
+        except TimeoutError:
+            raise Timeout(f"no envelope for {self.name} within {timeout}s") from None
+
+    def __aiter__(self) -> HumanClient:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        if self._closed and self._pull.empty():
+            raise StopAsyncIteration
+        return await self._pull.get()

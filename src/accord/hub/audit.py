@@ -1,0 +1,151 @@
+"""The hash-chained audit log: one record per appended envelope and per refusal.
+
+Each record carries ``prev`` (the SHA-256 of the previous record) and ``hash`` (SHA-256 of ``prev`` and
+the record's canonical JSON). An envelope record also carries the SHA-256 of the envelope's stored
+bytes. So ``verify`` detects an edited, inserted or deleted audit record, and an edited or deleted
+channel envelope — anything short of rewriting the whole chain from the edit onwards, which an operator
+can rule out by keeping the latest ``hash`` somewhere else (``accord audit verify`` prints it).
+
+Audit records are Envelopes in the ``audit`` stream, appended in the same group commit as the
+envelopes they describe: an envelope is never acknowledged without its audit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from ..model.envelope import Envelope
+from ..model.events import HUB_SENDER
+from ..model.ids import new_id
+
+AUDIT_STREAM: Final = "audit"
+AU_ENVELOPE: Final = "audit.envelope"
+AU_REFUSAL: Final = "audit.refusal"
+AU_EVENT: Final = "audit.event"
+GENESIS: Final = "0" * 64
+
+
+def _chain(prev: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class AuditChain:
+    """Builds chained audit records. Not thread-safe; the hub owns one."""
+
+    __slots__ = ("last_hash", "last_seq")
+
+    def __init__(self, last_seq: int = 0, last_hash: str = GENESIS) -> None:
+        self.last_seq = last_seq
+        self.last_hash = last_hash
+
+    def _record(self, event_type: str, body: dict[str, Any], ts: float) -> Envelope:
+        self.last_seq += 1
+        body["prev"] = self.last_hash
+        digest = _chain(self.last_hash, body)
+        body["hash"] = digest
+        self.last_hash = digest
+        return Envelope(
+            envelope_id=new_id("aud"),
+            channel_id=AUDIT_STREAM,
+            seq=self.last_seq,
+            ts=ts,
+            event_type=event_type,
+            event_data=body,
+            sender_id=HUB_SENDER,
+        )
+
+    def envelope(self, env: Envelope, stream: str) -> Envelope:
+        body = {
+            "stream": stream,
+            "seq": env.seq,
+            "envelope_id": env.envelope_id,
+            "event_type": env.event_type,
+            "sender_id": env.sender_id,
+            "sha256": hashlib.sha256(env.encoded()).hexdigest(),
+        }
+        return self._record(AU_ENVELOPE, body, env.ts)
+
+    def refusal(
+        self, *, ts: float, actor: str, action: str, code: str, message: str, channel_id: str | None
+    ) -> Envelope:
+        body = {
+            "actor": actor,
+            "action": action,
+            "code": code,
+            "message": message,
+            "channel_id": channel_id,
+        }
+        return self._record(AU_REFUSAL, body, ts)
+
+    def event(self, *, ts: float, kind: str, data: dict[str, Any]) -> Envelope:
+        return self._record(AU_EVENT, {"kind": kind, **data}, ts)
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    envelopes_checked: int = 0
+    refusals: int = 0
+    last_hash: str = GENESIS
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(
+    records: AsyncIterator[Envelope],
+    fetch: Callable[[str, int], Awaitable[Envelope | None]],
+    stream_lengths: dict[str, int] | None = None,
+    max_problems: int = 50,
+) -> VerifyReport:
+    """Walk the chain; re-hash every record and every envelope it points at.
+
+    ``fetch(stream, seq)`` returns the stored envelope; ``stream_lengths`` (stream → last seq) lets
+    verify also notice envelopes that were appended without an audit record or deleted.
+    """
+    report = VerifyReport()
+    prev = GENESIS
+    expected_seq = 1
+    covered: dict[str, int] = {}
+
+    def problem(text: str) -> None:
+        if len(report.problems) < max_problems:
+            report.problems.append(text)
+
+    async for rec in records:
+        report.records += 1
+        if rec.seq != expected_seq:
+            problem(f"audit seq {rec.seq} follows {expected_seq - 1}: records missing or reordered")
+        expected_seq = rec.seq + 1
+        body = dict(rec.event_data)
+        stated = body.pop("hash", None)
+        if body.get("prev") != prev:
+            problem(f"audit #{rec.seq}: prev hash does not match the previous record")
+        if _chain(str(body.get("prev")), body) != stated:
+            problem(f"audit #{rec.seq}: record hash mismatch (the record was edited)")
+        prev = str(stated)
+        if rec.event_type == AU_REFUSAL:
+            report.refusals += 1
+        elif rec.event_type == AU_ENVELOPE:
+            stream, seq = str(body["stream"]), int(body["seq"])
+            covered[stream] = max(covered.get(stream, 0), seq)
+            env = await fetch(stream, seq)
+            if env is None:
+                problem(f"audit #{rec.seq}: envelope {stream}#{seq} is missing from its log")
+            else:
+                report.envelopes_checked += 1
+                if hashlib.sha256(env.encoded()).hexdigest() != body["sha256"]:
+                    problem(f"audit #{rec.seq}: envelope {stream}#{seq} was modified after it was appended")
+    report.last_hash = prev
+    for stream, last in sorted((stream_lengths or {}).items()):
+        if covered.get(stream, 0) < last:
+            seen = covered.get(stream, 0)
+            problem(f"stream {stream} has envelopes up to #{last} but the audit log covers #{seen}")
+    return report

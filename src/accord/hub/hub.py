@@ -1,0 +1,940 @@
+"""The Hub: the one authority. Every change of state goes through ``_commit`` (DESIGN §3).
+
+Submit pipeline, in this order, in one place (``submit``):
+
+1. authenticate — the session must act for the sender (it registered or attached it);
+2. authorize — arbiters, then Rules (access, rate, budgets, inbox caps), then the adapter's check;
+3. stamp — seq = last + 1, envelope id, ts from the injectable clock;
+4. fold — into the in-memory channel state *before* the append is awaited, so the next proposal is
+   checked against it (two concurrent sends can never both pass "is it my turn"); nobody sees the new
+   state before it is durable, and if the append fails the channel is evicted and refolded from disk;
+5. append — channel envelopes and their audit records in one group commit; the sender's ack (the
+   returned envelope) is given only once that commit is durable;
+6. fan out — to each participant allowed to see it (audience ∩ view policy), then to listeners.
+
+Protocol-driven follow-ups (the consulting auto-close, a workflow's TerminateTarget, a
+``reply_within`` violation that auto-closes) are stamped in the same commit as their cause, so a crash
+can never leave a channel that should be closed open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..model.envelope import Envelope, Proposal
+from ..model.errors import (
+    AccessDenied,
+    AccordError,
+    HubClosed,
+    InboxFull,
+    NameTaken,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+    Timeout,
+    UnknownTarget,
+)
+from ..model.events import (
+    EV_CHANNEL_CLOSED,
+    EV_CHANNEL_CLOSING,
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_OPENED,
+    EV_EXPECTATION_VIOLATED,
+    HUB_SENDER,
+    STATUS_INVITED,
+    TURN_EVENTS,
+)
+from ..model.identity import DEFAULT_ORG, Observed, Passport, Resume, Rule
+from ..model.ids import new_id
+from ..protocol import adapters as _builtin_adapters  # noqa: F401  (registers the built-in adapters)
+from ..protocol.channel import (
+    REASON_EXPLICIT,
+    ChannelState,
+    check,
+    fold,
+    normalize,
+    opened_event_data,
+    recipients,
+    sender_was_awaited,
+)
+from ..protocol.channel import can_send as _can_send
+from ..protocol.expectations import due, next_deadline
+from ..protocol.registry import (
+    REGISTRY_STREAM,
+    RG_CHANNEL_CLOSED,
+    RG_CHANNEL_OPENED,
+    RG_OBSERVED,
+    RG_REGISTERED,
+    RG_UNREGISTERED,
+    RG_UPDATED,
+    RegistryState,
+    fold_registry,
+)
+from ..store.base import LogStore
+from .audit import AUDIT_STREAM, AuditChain
+from .governance import HubArbiter, HubListener, RuleEnforcer
+
+log = logging.getLogger("accord.hub")
+
+DEFAULT_MAX_PAYLOAD = 1 << 20
+DEFAULT_ACK_TIMEOUT = 30.0
+_DEDUP_PER_CHANNEL = 1024
+
+
+class Endpoint(Protocol):
+    """Where the hub delivers envelopes for one connected participant (an Inbox, a socket…)."""
+
+    def free(self) -> int: ...
+
+    def push(self, env: Envelope) -> None: ...
+
+
+@dataclass(eq=False)
+class Session:
+    """One authenticated connection. A session may act only for the participants it registered."""
+
+    session_id: str
+    org_id: str = DEFAULT_ORG
+    agents: set[str] = field(default_factory=set)
+
+    def acts_for(self, agent_id: str) -> bool:
+        return agent_id in self.agents
+
+
+@dataclass(eq=False)
+class _Channel:
+    state: ChannelState
+    dedup: OrderedDict[str, Envelope] = field(default_factory=OrderedDict)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    since_snapshot: int = 0
+
+
+class Hub:
+    """Open with ``await Hub.open(store)``; close with ``await hub.close()``."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        ttl_sweep_interval: float = 1.0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        snapshot_every: int = 1000,
+        default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.ttl_sweep_interval = ttl_sweep_interval
+        self.max_payload_bytes = max_payload_bytes
+        self.snapshot_every = snapshot_every
+        self.default_ack_timeout = default_ack_timeout
+        self.registry = RegistryState()
+        self.arbiters: list[HubArbiter] = []
+        self.listeners: list[HubListener] = []
+        self.rules = RuleEnforcer(self)
+        self._audit = AuditChain()
+        self._registry_last = 0
+        self._registry_since_snapshot = 0
+        self._channels: dict[str, _Channel] = {}
+        self._loading: dict[str, asyncio.Future[_Channel]] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._attached_by: dict[str, Session] = {}
+        self._observed_dirty: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._broken: BaseException | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        store: LogStore | str | Path | None = None,
+        *,
+        ttl_sweep_interval: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        arbiters: Iterable[HubArbiter] = (),
+        listeners: Iterable[HubListener] = (),
+        **options: Any,
+    ) -> Hub:
+        """Open a hub on ``store`` (a LogStore, a SQLite path, ``"memory"``, or None for memory).
+
+        Restart is this same call: the registry and audit chain are folded from the newest snapshot
+        plus the tail; channels are folded lazily on first use.
+        """
+        from ..store import open_store
+
+        if store is None:
+            store = "memory"
+        if not isinstance(store, LogStore):
+            store = open_store(store)
+        hub = cls(store, clock=clock or time.time, ttl_sweep_interval=ttl_sweep_interval, **options)
+        hub.arbiters.extend(arbiters)
+        hub.listeners.extend(listeners)
+        await hub._recover()
+        if ttl_sweep_interval and ttl_sweep_interval > 0:
+            hub._sweeper = asyncio.create_task(hub._sweep_loop(), name="accord-hub-sweeper")
+        return hub
+
+    async def _recover(self) -> None:
+        snap = await self.store.get_snapshot(REGISTRY_STREAM)
+        last = await self.store.last_seq(REGISTRY_STREAM)
+        after = 0
+        if snap is not None and snap[0] <= last:
+            self.registry = RegistryState.from_dict(snap[1])
+            after = snap[0]
+        for env in await self.store.read(REGISTRY_STREAM, after_seq=after):
+            fold_registry(self.registry, env)
+        self._registry_last = last
+        tail = await self.store.read_last(AUDIT_STREAM, 1)
+        if tail:
+            self._audit = AuditChain(tail[0].seq, str(tail[0].event_data["hash"]))
+
+    async def close(self) -> None:
+        """Stop sweeping, persist observations and snapshots, close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        try:
+            if self._broken is None:
+                pending: list[Awaitable[None]] = []
+                obs = self._flush_observed()
+                if obs is not None:
+                    pending.append(obs)
+                for cid, ch in self._channels.items():
+                    if ch.since_snapshot:
+                        pending.append(self.store.put_snapshot(cid, ch.state.last_seq, ch.state.to_dict()))
+                if self._registry_last:
+                    pending.append(
+                        self.store.put_snapshot(
+                            REGISTRY_STREAM, self.registry.last_seq, self.registry.to_dict()
+                        )
+                    )
+                for fut in pending:
+                    with contextlib.suppress(AccordError):
+                        await fut
+        finally:
+            for ch in self._channels.values():
+                for w in ch.waiters:
+                    if not w.done():
+                        w.set_exception(HubClosed("the hub closed"))
+            await self.store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise HubClosed("the hub is closed")
+        if self._broken is not None:
+            raise StoreError(f"the hub stopped accepting writes after a store failure: {self._broken}")
+
+    def now(self) -> float:
+        return self.clock()
+
+    # --- sessions & registry ------------------------------------------------------------------
+
+    def new_session(self, org_id: str = DEFAULT_ORG) -> Session:
+        return Session(new_id("hub"), org_id)
+
+    def end_session(self, session: Session) -> None:
+        for agent_id in list(session.agents):
+            self.detach(session, agent_id)
+
+    async def register(
+        self,
+        session: Session,
+        passport: Passport,
+        resume: Resume | None = None,
+        rule: Rule | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> Passport:
+        """Register a participant, or attach to it if its name already exists in this org.
+
+        Attaching by name is how an agent process finds its identity again after a restart; a name
+        held by another live session is refused with ``name_taken``.
+        """
+        self._ensure_open()
+        passport = Passport(
+            name=passport.name,
+            agent_id="",
+            org_id=session.org_id,
+            owner=passport.owner,
+            model=passport.model,
+            kind=passport.kind,
+        )
+        existing = self.registry.lookup(session.org_id, passport.name)
+        if existing is not None:
+            return await self._attach(session, existing.passport.agent_id, endpoint, resume, rule)
+        try:
+            for arb in self.arbiters:
+                arb.check_register(passport)
+        except AccordError as err:
+            await self._refuse(err, actor=session.session_id, action="register", channel_id=None)
+            raise
+        passport.agent_id = new_id("usr" if passport.kind == "human" else "agt")
+        resume = resume or Resume()
+        resume.observed = Observed()
+        event = {
+            "passport": passport.to_dict(),
+            "resume": resume.to_dict(),
+            "rule": (rule or Rule()).to_dict(),
+        }
+        await self._registry_write([(RG_REGISTERED, event)])
+        self._connect(session, passport.agent_id, endpoint)
+        for listener in self.listeners:
+            listener.on_register(passport)
+        return passport
+
+    async def attach(self, session: Session, name: str, endpoint: Endpoint | None = None) -> Passport:
+        """Attach to an existing participant by passport name (after a restart)."""
+        self._ensure_open()
+        member = self.registry.lookup(session.org_id, name)
+        if member is None:
+            raise NotFound(f"no participant named {name!r}")
+        return await self._attach(session, member.passport.agent_id, endpoint, None, None)
+
+    async def _attach(
+        self,
+        session: Session,
+        agent_id: str,
+        endpoint: Endpoint | None,
+        resume: Resume | None,
+        rule: Rule | None,
+    ) -> Passport:
+        holder = self._attached_by.get(agent_id)
+        member = self.registry.members[agent_id]
+        if holder is not None and holder is not session:
+            raise NameTaken(
+                f"{member.passport.name!r} is connected through another client",
+                details={"name": member.passport.name},
+            )
+        updates: dict[str, Any] = {}
+        if resume is not None and resume.to_dict() | {"observed": None} != member.resume.to_dict() | {
+            "observed": None
+        }:
+            updates["resume"] = resume.to_dict()
+        if rule is not None and rule.to_dict() != member.rule.to_dict():
+            updates["rule"] = rule.to_dict()
+        if updates:
+            await self._registry_write([(RG_UPDATED, {"agent_id": agent_id, **updates})])
+        self._connect(session, agent_id, endpoint)
+        return member.passport
+
+    def _connect(self, session: Session, agent_id: str, endpoint: Endpoint | None) -> None:
+        session.agents.add(agent_id)
+        self._attached_by[agent_id] = session
+        if endpoint is not None:
+            self._endpoints[agent_id] = endpoint
+
+    def detach(self, session: Session, agent_id: str) -> None:
+        if self._attached_by.get(agent_id) is session:
+            del self._attached_by[agent_id]
+            self._endpoints.pop(agent_id, None)
+        session.agents.discard(agent_id)
+
+    async def unregister(self, session: Session, agent_id: str) -> None:
+        self._ensure_open()
+        self._require_actor(session, agent_id)
+        await self._registry_write([(RG_UNREGISTERED, {"agent_id": agent_id})])
+        self.detach(session, agent_id)
+        self.rules.forget(agent_id)
+
+    async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        self._ensure_open()
+        if agent_id not in self.registry.members:
+            raise NotFound(f"unknown participant {agent_id}")
+        await self._registry_write([(RG_UPDATED, {"agent_id": agent_id, "rule": rule.to_dict()})])
+
+    def passport(self, agent_id: str) -> Passport:
+        member = self.registry.members.get(agent_id)
+        if member is None:
+            raise NotFound(f"unknown participant {agent_id}")
+        return member.passport
+
+    def resume(self, agent_id: str) -> Resume:
+        member = self.registry.members.get(agent_id)
+        if member is None:
+            raise NotFound(f"unknown participant {agent_id}")
+        return member.resume
+
+    def find(self, name: str, org_id: str = DEFAULT_ORG) -> Passport | None:
+        member = self.registry.lookup(org_id, name)
+        return member.passport if member is not None else None
+
+    def report_failure(self, session: Session, agent_id: str, capability: str) -> None:
+        """A participant's turn failed (model error, tool crash): counted in Resume.observed."""
+        self._require_actor(session, agent_id)
+        observed = self.registry.members[agent_id].resume.observed
+        observed.failures[capability] = observed.failures.get(capability, 0) + 1
+        self._observed_dirty.add(agent_id)
+
+    def _require_actor(self, session: Session, agent_id: str) -> None:
+        if not session.acts_for(agent_id):
+            raise AccessDenied(f"this connection does not act for {agent_id}")
+
+    def _resolve(self, org_id: str, target: str) -> str:
+        if target in self.registry.members and self.registry.members[target].active:
+            return target
+        member = self.registry.lookup(org_id, target)
+        if member is None:
+            raise UnknownTarget(f"unknown participant {target!r}", details={"target": target})
+        return member.passport.agent_id
+
+    # --- channels ---------------------------------------------------------------------------------
+
+    async def open_channel(
+        self,
+        session: Session,
+        initiator: str,
+        adapter: str,
+        targets: str | Sequence[str],
+        *,
+        knobs: dict[str, Any] | None = None,
+        ttl: float | None = None,
+        ack_timeout: float | None = None,
+        expectations: list[Any] | None = None,
+        team_id: str | None = None,
+        auto_accept: bool = False,
+    ) -> ChannelState:
+        """Open a channel; returns its state right after the invitation is durable (status INVITED)."""
+        self._ensure_open()
+        try:
+            self._require_actor(session, initiator)
+            if isinstance(targets, str):
+                targets = [targets]
+            target_ids = [self._resolve(session.org_id, t) for t in targets]
+            participants = [initiator, *[t for t in target_ids if t != initiator]]
+            knobs = dict(knobs or {})
+            ttl = ttl if ttl is not None else knobs.pop("ttl", None)
+            for arb in self.arbiters:
+                arb.check_open(initiator, adapter, participants, knobs)
+            self.rules.check_open(initiator, adapter, participants)
+            names = {p: self.registry.members[p].passport.name for p in participants}
+            data = opened_event_data(
+                adapter=adapter,
+                initiator=initiator,
+                targets=target_ids,
+                names=names,
+                knobs=knobs,
+                team_id=team_id,
+                ttl=ttl,
+                ack_timeout=ack_timeout if ack_timeout is not None else self.default_ack_timeout,
+                expectations=expectations,
+                auto_accept=auto_accept,
+            )
+        except AccordError as err:
+            await self._refuse(err, actor=initiator, action="open", channel_id=None)
+            raise
+        cid = new_id("thr")
+        now = self.clock()
+        opened = Envelope(new_id("env"), cid, 1, now, EV_CHANNEL_OPENED, data, initiator)
+        state = fold(None, opened)
+        ch = _Channel(state)
+        self._channels[cid] = ch
+        envs = [opened]
+        if state.status == STATUS_INVITED:
+            invite = Envelope(
+                new_id("env"), cid, 2, now, EV_CHANNEL_INVITE, {"adapter": adapter}, HUB_SENDER, state.targets
+            )
+            fold(state, invite)
+            envs.append(invite)
+        await self._commit(ch, envs, 0)
+        return state
+
+    async def wait_active(self, channel_id: str, timeout: float | None = None) -> ChannelState:
+        """Wait until every target acked (ACTIVE) or the channel closed; returns its state."""
+        ch = await self._channel(channel_id)
+        if ch.state.status != STATUS_INVITED:
+            return ch.state
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ch.waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout(f"channel {channel_id} was not accepted within {timeout}s") from None
+        finally:
+            if fut in ch.waiters:
+                ch.waiters.remove(fut)
+        return ch.state
+
+    async def submit(self, session: Session, proposal: Proposal) -> Envelope:
+        """The submit pipeline (module docstring). Returns the stamped envelope once it is durable."""
+        self._ensure_open()
+        ch = await self._channel(proposal.channel_id)
+        state = ch.state
+        cmid = proposal.client_msg_id
+        if cmid is not None:
+            previous = ch.dedup.get(cmid)
+            if previous is not None and previous.sender_id == proposal.sender_id:
+                return previous
+        try:
+            self._require_actor(session, proposal.sender_id)
+            proposal = normalize(state, proposal)
+            for arb in self.arbiters:
+                arb.check_send(state, proposal)
+            self.rules.check_send(state, proposal, self.clock())
+            check(state, proposal)
+            env = self._stamp(state, proposal)
+            if len(env.encoded()) > self.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"envelope is {len(env.encoded())} bytes; the limit is {self.max_payload_bytes}",
+                    details={"limit": self.max_payload_bytes},
+                )
+            self._check_inboxes(state, env)
+        except AccordError as err:
+            await self._refuse(
+                err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+            )
+            raise
+        if cmid is not None:
+            ch.dedup[cmid] = env
+            if len(ch.dedup) > _DEDUP_PER_CHANNEL:
+                ch.dedup.popitem(last=False)
+        await self._commit(ch, [env], env.seq - 1)
+        return env
+
+    def _stamp(self, state: ChannelState, p: Proposal) -> Envelope:
+        data = p.event_data
+        if p.client_msg_id is not None:
+            data = {**data, "client_msg_id": p.client_msg_id}
+        return Envelope(
+            new_id("env"),
+            p.channel_id,
+            state.last_seq + 1,
+            self.clock(),
+            p.event_type,
+            data,
+            p.sender_id,
+            list(p.audience) if p.audience is not None else None,
+            p.causation_id,
+        )
+
+    def _check_inboxes(self, state: ChannelState, env: Envelope) -> None:
+        endpoints = self._endpoints
+        for pid in recipients(state, env):
+            ep = endpoints.get(pid)
+            if ep is not None and ep.free() <= 0:
+                raise InboxFull(
+                    f"the inbox of {state.name_of(pid)} is full; retry when it has caught up",
+                    details={"recipient": pid},
+                )
+
+    async def close_channel(
+        self, session: Session, actor: str, channel_id: str, reason: str = REASON_EXPLICIT
+    ) -> None:
+        """Explicit close: ACTIVE → CLOSING → CLOSED. Closing a closed channel is a no-op."""
+        self._ensure_open()
+        ch = await self._channel(channel_id)
+        state = ch.state
+        try:
+            self._require_actor(session, actor)
+            if actor not in state.participants:
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(err, actor=actor, action="close", channel_id=channel_id)
+            raise
+        if not state.is_open:
+            return
+        await self._hub_close(ch, reason, by=actor)
+
+    async def _hub_close(self, ch: _Channel, reason: str, by: str = HUB_SENDER, **extra: Any) -> None:
+        state = ch.state
+        now = self.clock()
+        base = state.last_seq
+        envs = [
+            Envelope(
+                new_id("env"),
+                state.channel_id,
+                base + 1,
+                now,
+                EV_CHANNEL_CLOSING,
+                {"reason": reason, "by": by, **extra},
+                HUB_SENDER,
+            ),
+            Envelope(
+                new_id("env"),
+                state.channel_id,
+                base + 2,
+                now,
+                EV_CHANNEL_CLOSED,
+                {"reason": reason, "by": by, **extra},
+                HUB_SENDER,
+            ),
+        ]
+        for env in envs:
+            fold(state, env)
+        await self._commit(ch, envs, base, prefolded=True)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def channel_state(self, channel_id: str) -> ChannelState:
+        return (await self._channel(channel_id)).state
+
+    async def can_send(self, participant_id: str, channel_id: str) -> bool:
+        try:
+            ch = await self._channel(channel_id)
+        except NotFound:
+            return False
+        return _can_send(ch.state, participant_id)
+
+    async def read_wal(
+        self, channel_id: str, after_seq: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Envelope]:
+        """The channel's log as stored (admin view, no filtering). ``last=k`` reads the tail in O(k)."""
+        if last is not None:
+            return await self.store.read_last(channel_id, last)
+        return await self.store.read(channel_id, after_seq=after_seq, limit=limit)
+
+    async def history(
+        self, session: Session, participant_id: str, channel_id: str, *, last: int = 50
+    ) -> list[Envelope]:
+        """The last envelopes of a channel as ``participant_id`` may see them."""
+        self._require_actor(session, participant_id)
+        ch = await self._channel(channel_id)
+        if participant_id not in ch.state.participants:
+            raise NotFound(f"unknown channel {channel_id}")
+        envs = await self.store.read_last(channel_id, last)
+        from ..protocol.channel import get_adapter
+
+        impl = get_adapter(ch.state.adapter)
+        return [e for e in envs if impl.visible(ch.state, e, participant_id)]
+
+    async def _channel(self, channel_id: str) -> _Channel:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            return ch
+        loading = self._loading.get(channel_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            self._loading[channel_id] = loading
+            try:
+                loaded = await self._load(channel_id)
+                self._channels[channel_id] = loaded
+                loading.set_result(loaded)
+            except BaseException as exc:
+                loading.set_exception(exc)
+                loading.exception()  # mark retrieved; the awaiting callers re-raise it
+                raise
+            finally:
+                del self._loading[channel_id]
+            return loaded
+        return await loading
+
+    async def _load(self, channel_id: str) -> _Channel:
+        """Fold a channel from its newest snapshot plus the tail of its log."""
+        if not isinstance(channel_id, str) or not channel_id.startswith("thr_"):
+            raise NotFound(f"unknown channel {channel_id!r}")
+        last = await self.store.last_seq(channel_id)
+        if last == 0:
+            raise NotFound(f"unknown channel {channel_id}")
+        snap = await self.store.get_snapshot(channel_id)
+        state: ChannelState | None = None
+        after = 0
+        if snap is not None and snap[0] <= last:
+            state = ChannelState.from_dict(snap[1])
+            after = snap[0]
+        for env in await self.store.read(channel_id, after_seq=after):
+            state = fold(state, env)
+        assert state is not None
+        ch = _Channel(state)
+        for env in await self.store.read_last(channel_id, _DEDUP_PER_CHANNEL):
+            cmid = env.event_data.get("client_msg_id")
+            if isinstance(cmid, str):
+                ch.dedup[cmid] = env
+        return ch
+
+    # --- the commit -------------------------------------------------------------------------------
+
+    async def _commit(
+        self, ch: _Channel, envs: list[Envelope], expected: int, *, prefolded: bool = False
+    ) -> None:
+        """Fold (unless done), chase protocol follow-ups, append with audit, then fan out."""
+        state = ch.state
+        observations: list[tuple[str, bool]] = []
+        registry_events: list[tuple[str, dict[str, Any]]] = []
+        if not prefolded:
+            for env in envs[1:] if envs[0].event_type == EV_CHANNEL_OPENED else envs:
+                if env.event_type in TURN_EVENTS:
+                    observations.append((env.sender_id, sender_was_awaited(state, env.sender_id)))
+                fold(state, env)
+        if state.pending_close is not None:
+            closed = Envelope(
+                new_id("env"),
+                state.channel_id,
+                state.last_seq + 1,
+                envs[-1].ts,
+                EV_CHANNEL_CLOSED,
+                {"reason": state.pending_close, "by": HUB_SENDER},
+                HUB_SENDER,
+            )
+            fold(state, closed)
+            envs.append(closed)
+        for env in envs:
+            if env.event_type == EV_CHANNEL_OPENED:
+                registry_events.append((RG_CHANNEL_OPENED, self._index_entry(state)))
+            elif env.event_type == EV_CHANNEL_CLOSED:
+                registry_events.append(
+                    (RG_CHANNEL_CLOSED, {"channel_id": state.channel_id, "reason": state.close_reason})
+                )
+        cid = state.channel_id
+        futures = [self.store.append(cid, envs, expected)]
+        audits = [self._audit.envelope(env, cid) for env in envs]
+        if registry_events:
+            reg_envs = self._registry_stamp(registry_events)
+            futures.append(self.store.append(REGISTRY_STREAM, reg_envs, reg_envs[0].seq - 1))
+            audits.extend(self._audit.envelope(e, REGISTRY_STREAM) for e in reg_envs)
+        futures.append(self.store.append(AUDIT_STREAM, audits, audits[0].seq - 1))
+        ch.since_snapshot += len(envs)
+        # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
+        # is cancelled while waiting for its ack must not leave a durable envelope undelivered.
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def durable(_: object) -> None:
+            failure = next(
+                (f.exception() for f in futures if f.done() and f.exception() is not None),  # type: ignore[attr-defined]
+                None,
+            )
+            if failure is not None:
+                self._store_failed(cid, failure)
+                err = failure if isinstance(failure, AccordError) else StoreError(f"append failed: {failure}")
+                if not ack.done():
+                    ack.set_exception(err)
+                return
+            try:
+                self._after_commit(ch, envs, observations)
+            finally:
+                if not ack.done():
+                    ack.set_result(None)
+
+        futures[-1].add_done_callback(durable)  # type: ignore[attr-defined]
+        await ack
+
+    def _after_commit(self, ch: _Channel, envs: list[Envelope], observations: list[tuple[str, bool]]) -> None:
+        state = ch.state
+        endpoints = self._endpoints
+        arbiters = self.arbiters
+        for env in envs:
+            for pid in recipients(state, env):
+                ep = endpoints.get(pid)
+                if ep is None:
+                    continue
+                if arbiters and not all(a.check_dispatch(state, env, pid) for a in arbiters):
+                    continue
+                ep.push(env)
+            for listener in self.listeners:
+                listener.on_envelope(state, env)
+            if env.event_type == EV_EXPECTATION_VIOLATED:
+                for pid in env.event_data.get("awaiting", ()):
+                    self._observe(pid, env.ts, late=True)
+        for sender, on_time in observations:
+            self._observe(sender, envs[-1].ts, turn=True, on_time=on_time)
+        if ch.waiters and state.status != STATUS_INVITED:
+            for w in ch.waiters:
+                if not w.done():
+                    w.set_result(None)
+        if ch.since_snapshot >= self.snapshot_every:
+            ch.since_snapshot = 0
+            self._background(self.store.put_snapshot(state.channel_id, state.last_seq, state.to_dict()))
+        if not state.is_open and not ch.waiters:
+            # closed channels are cheap to refold from their final snapshot; keep memory for live ones
+            if ch.since_snapshot:
+                ch.since_snapshot = 0
+                self._background(self.store.put_snapshot(state.channel_id, state.last_seq, state.to_dict()))
+            self._channels.pop(state.channel_id, None)
+
+    def _observe(
+        self, agent_id: str, ts: float, *, turn: bool = False, on_time: bool = False, late: bool = False
+    ) -> None:
+        member = self.registry.members.get(agent_id)
+        if member is None:
+            return
+        obs = member.resume.observed
+        if turn:
+            obs.turns += 1
+            obs.last_active_ts = ts
+            if on_time:
+                obs.replies_on_time += 1
+        if late:
+            obs.replies_late += 1
+        self._observed_dirty.add(agent_id)
+
+    def _index_entry(self, state: ChannelState) -> dict[str, Any]:
+        deadline = next_deadline(state)
+        return {
+            "channel_id": state.channel_id,
+            "adapter": state.adapter,
+            "participants": list(state.participants),
+            "opened_at": state.opened_at,
+            "deadline": deadline,
+            "has_expectations": bool(state.expectations),
+        }
+
+    def _registry_stamp(self, events: list[tuple[str, dict[str, Any]]]) -> list[Envelope]:
+        now = self.clock()
+        envs = []
+        for event_type, data in events:
+            self._registry_last += 1
+            env = Envelope(
+                new_id("env"), REGISTRY_STREAM, self._registry_last, now, event_type, data, HUB_SENDER
+            )
+            fold_registry(self.registry, env)
+            envs.append(env)
+        self._registry_since_snapshot += len(envs)
+        return envs
+
+    async def _registry_write(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self._ensure_open()
+        envs = self._registry_stamp(events)
+        audits = [self._audit.envelope(e, REGISTRY_STREAM) for e in envs]
+        futures = [
+            self.store.append(REGISTRY_STREAM, envs, envs[0].seq - 1),
+            self.store.append(AUDIT_STREAM, audits, audits[0].seq - 1),
+        ]
+        if self._registry_since_snapshot >= self.snapshot_every:
+            self._registry_since_snapshot = 0
+            futures.append(
+                self.store.put_snapshot(REGISTRY_STREAM, self.registry.last_seq, self.registry.to_dict())
+            )
+        try:
+            for fut in futures:
+                await fut
+        except BaseException as exc:
+            self._store_failed(None, exc)
+            raise StoreError(f"registry append failed: {exc}") from exc
+
+    def _flush_observed(self) -> Awaitable[None] | None:
+        if not self._observed_dirty or self._broken is not None:
+            return None
+        observed = {
+            a: self.registry.members[a].resume.observed.to_dict()
+            for a in sorted(self._observed_dirty)
+            if a in self.registry.members
+        }
+        self._observed_dirty.clear()
+        return self._registry_write([(RG_OBSERVED, {"observed": observed})])
+
+    async def _refuse(self, err: AccordError, *, actor: str, action: str, channel_id: str | None) -> None:
+        """Every refusal is audited (durably, before the caller sees the error) and told to listeners."""
+        for listener in self.listeners:
+            listener.on_refusal(actor, action, err, channel_id)
+        if self._closed or self._broken is not None:
+            return
+        rec = self._audit.refusal(
+            ts=self.clock(),
+            actor=actor,
+            action=action,
+            code=err.code,
+            message=err.message,
+            channel_id=channel_id,
+        )
+        try:
+            await self.store.append(AUDIT_STREAM, [rec], rec.seq - 1)
+        except BaseException as exc:
+            self._store_failed(None, exc)
+
+    def _store_failed(self, channel_id: str | None, exc: BaseException) -> None:
+        """A failed durable write leaves memory ahead of disk: stop writing rather than diverge."""
+        log.error("store write failed; the hub stops accepting writes: %s", exc)
+        self._broken = exc
+        if channel_id is not None:
+            self._channels.pop(channel_id, None)
+
+    def _background(self, aw: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await aw
+            except AccordError as exc:
+                log.warning("background store write failed: %s", exc)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- sweeping ---------------------------------------------------------------------------------
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Write whatever has fallen due (ack timeouts, TTLs, reply_within); returns how many actions."""
+        if self._closed or self._broken is not None:
+            return 0
+        now = self.clock() if now is None else now
+        actions = 0
+        for cid, entry in list(self.registry.open_channels.items()):
+            ch = self._channels.get(cid)
+            if ch is None:
+                if not entry.has_expectations and (entry.deadline is None or entry.deadline > now):
+                    continue
+                try:
+                    ch = await self._channel(cid)
+                except NotFound:
+                    continue
+            deadline = next_deadline(ch.state)
+            if deadline is None or deadline > now:
+                continue
+            for item in due(ch.state, now):
+                if not ch.state.is_open:
+                    break
+                actions += 1
+                if item.action == "violate":
+                    env = Envelope(
+                        new_id("env"),
+                        cid,
+                        ch.state.last_seq + 1,
+                        now,
+                        EV_EXPECTATION_VIOLATED,
+                        item.data,
+                        HUB_SENDER,
+                    )
+                    await self._commit(ch, [env], env.seq - 1)
+                elif ch.state.status == STATUS_INVITED:
+                    env = Envelope(
+                        new_id("env"),
+                        cid,
+                        ch.state.last_seq + 1,
+                        now,
+                        EV_CHANNEL_CLOSED,
+                        {"reason": item.reason, "by": HUB_SENDER, **item.data},
+                        HUB_SENDER,
+                    )
+                    await self._commit(ch, [env], env.seq - 1)
+                else:
+                    await self._hub_close(ch, item.reason, **item.data)
+        obs = self._flush_observed()
+        if obs is not None:
+            await obs
+        return actions
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_sweep_interval)
+            try:
+                await self.sweep()
+            except AccordError as exc:
+                log.warning("sweep failed: %s", exc)
+            except Exception:
+                log.exception("sweep crashed")
+
+    # --- introspection ----------------------------------------------------------------------------
+
+    def loaded_channels(self) -> int:
+        return len(self._channels)
+
+    def open_channel_ids(self) -> list[str]:
+        return list(self.registry.open_channels)
+
+
+__all__ = ["Endpoint", "Hub", "HubArbiter", "HubListener", "Session"]

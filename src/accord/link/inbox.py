@@ -1,0 +1,69 @@
+"""A bounded inbox: where the hub puts envelopes for one connected participant.
+
+The hub refuses a send with ``inbox_full`` when a recipient's inbox is at its cap (``Rule.inbox_cap``),
+so a slow consumer costs its senders a clear, retryable refusal instead of costing the hub unbounded
+memory. Envelopes the hub itself writes (closes, violations) are always delivered: they are few per
+channel and a participant must learn that its channel closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ..model.envelope import Envelope
+from ..model.errors import Timeout
+
+
+class Inbox:
+    __slots__ = ("_closed", "_items", "_waiter", "cap")
+
+    def __init__(self, cap: int = 1000) -> None:
+        self.cap = cap
+        self._items: deque[Envelope] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def free(self) -> int:
+        return self.cap - len(self._items)
+
+    def push(self, env: Envelope) -> None:
+        if self._closed:
+            return
+        self._items.append(env)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> Envelope | None:
+        return self._items.popleft() if self._items else None
+
+    async def get(self, timeout: float | None = None) -> Envelope | None:
+        """The next envelope; None once the inbox is closed and drained; ``Timeout`` after ``timeout``."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if timeout is None:
+                    await self._waiter
+                else:
+                    await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                raise Timeout(f"no envelope within {timeout}s") from None
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def close(self) -> None:
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

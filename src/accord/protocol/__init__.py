@@ -1,0 +1,1 @@
+"""Sans-I/O protocol: channel state machine, adapters, transition graphs, deadlines, registry fold."""

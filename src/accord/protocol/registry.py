@@ -1,0 +1,169 @@
+"""The registry as a fold of the ``registry`` log: passports, resumes, rules and the open-channel index.
+
+Every change to who exists is an event in one log, so the registry after a restart is exactly the
+registry before it (from the newest snapshot plus the tail). The open-channel index lets a reopened hub
+know which channels are live — for sweeping TTLs and counting ``max_open_channels`` — without folding
+every channel log at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..model.envelope import Envelope
+from ..model.identity import Observed, Passport, Resume, Rule
+
+REGISTRY_STREAM: Final = "registry"
+
+RG_REGISTERED: Final = "passport.registered"
+RG_UPDATED: Final = "passport.updated"
+RG_UNREGISTERED: Final = "passport.unregistered"
+RG_OBSERVED: Final = "resume.observed"
+RG_CHANNEL_OPENED: Final = "channel.indexed"
+RG_CHANNEL_CLOSED: Final = "channel.unindexed"
+
+
+@dataclass(slots=True)
+class Member:
+    passport: Passport
+    resume: Resume
+    rule: Rule
+    active: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passport": self.passport.to_dict(),
+            "resume": self.resume.to_dict(),
+            "rule": self.rule.to_dict(),
+            "active": self.active,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Member:
+        return cls(
+            passport=Passport.from_dict(data["passport"]),
+            resume=Resume.from_dict(data["resume"]),
+            rule=Rule.from_dict(data["rule"]),
+            active=bool(data.get("active", True)),
+        )
+
+
+@dataclass(slots=True)
+class OpenChannel:
+    """What the registry knows of a live channel: enough to sweep and count it without its log."""
+
+    channel_id: str
+    adapter: str
+    participants: list[str]
+    opened_at: float
+    deadline: float | None
+    has_expectations: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel_id": self.channel_id,
+            "adapter": self.adapter,
+            "participants": list(self.participants),
+            "opened_at": self.opened_at,
+            "deadline": self.deadline,
+            "has_expectations": self.has_expectations,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenChannel:
+        return cls(
+            channel_id=data["channel_id"],
+            adapter=data["adapter"],
+            participants=list(data["participants"]),
+            opened_at=float(data["opened_at"]),
+            deadline=data.get("deadline"),
+            has_expectations=bool(data.get("has_expectations", False)),
+        )
+
+
+@dataclass(slots=True)
+class RegistryState:
+    members: dict[str, Member] = field(default_factory=dict)
+    by_name: dict[tuple[str, str], str] = field(default_factory=dict)
+    open_channels: dict[str, OpenChannel] = field(default_factory=dict)
+    open_count: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def lookup(self, org_id: str, name: str) -> Member | None:
+        agent_id = self.by_name.get((org_id, name))
+        return self.members.get(agent_id) if agent_id else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "members": {k: m.to_dict() for k, m in self.members.items()},
+            "open_channels": {k: c.to_dict() for k, c in self.open_channels.items()},
+            "last_seq": self.last_seq,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegistryState:
+        state = cls(last_seq=int(data.get("last_seq", 0)))
+        for agent_id, raw in dict(data.get("members") or {}).items():
+            member = Member.from_dict(raw)
+            state.members[agent_id] = member
+            if member.active:
+                state.by_name[(member.passport.org_id, member.passport.name)] = agent_id
+        for raw in dict(data.get("open_channels") or {}).values():
+            _index_open(state, OpenChannel.from_dict(raw))
+        return state
+
+
+def _index_open(state: RegistryState, ch: OpenChannel) -> None:
+    state.open_channels[ch.channel_id] = ch
+    for p in ch.participants:
+        state.open_count[p] = state.open_count.get(p, 0) + 1
+
+
+def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
+    """Apply one registry event (in place); unknown event types are ignored for forward compatibility."""
+    d = env.event_data
+    et = env.event_type
+    state.last_seq = env.seq
+    if et == RG_REGISTERED:
+        member = Member(
+            passport=Passport.from_dict(d["passport"]),
+            resume=Resume.from_dict(d.get("resume") or {}),
+            rule=Rule.from_dict(d.get("rule") or {}),
+        )
+        agent_id = member.passport.agent_id
+        state.members[agent_id] = member
+        state.by_name[(member.passport.org_id, member.passport.name)] = agent_id
+    elif et == RG_UPDATED:
+        existing = state.members.get(d["agent_id"])
+        if existing is not None:
+            if "passport" in d:
+                existing.passport = Passport.from_dict(d["passport"])
+            if "resume" in d:
+                observed = existing.resume.observed
+                existing.resume = Resume.from_dict(d["resume"])
+                existing.resume.observed = observed  # claims are client-writable; observations are not
+            if "rule" in d:
+                existing.rule = Rule.from_dict(d["rule"])
+    elif et == RG_UNREGISTERED:
+        gone = state.members.get(d["agent_id"])
+        if gone is not None:
+            gone.active = False
+            state.by_name.pop((gone.passport.org_id, gone.passport.name), None)
+    elif et == RG_OBSERVED:
+        for agent_id, raw in dict(d.get("observed") or {}).items():
+            observed_member = state.members.get(agent_id)
+            if observed_member is not None:
+                observed_member.resume.observed = Observed.from_dict(raw)
+    elif et == RG_CHANNEL_OPENED:
+        _index_open(state, OpenChannel.from_dict(d))
+    elif et == RG_CHANNEL_CLOSED:
+        closed = state.open_channels.pop(d["channel_id"], None)
+        if closed is not None:
+            for p in closed.participants:
+                left = state.open_count.get(p, 0) - 1
+                if left > 0:
+                    state.open_count[p] = left
+                else:
+                    state.open_count.pop(p, None)
+    return state
