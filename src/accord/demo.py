@@ -8,6 +8,7 @@ durable SQLite log, turn enforcement, handoffs, auto-closes, audience addressing
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from rich.table import Table
 from .agents import Agent, tool
 from .client import HubClient
 from .hub import Hub
-from .hub.audit import verify
+from .hub.audit import VerifyReport, verify
 from .link import LocalLink
 from .model.envelope import Envelope
 from .model.events import (
@@ -40,7 +41,7 @@ from .protocol.graph import (
     Transition,
     TransitionGraph,
 )
-from .store import SqliteStore
+from .store import LogStore, SqliteStore
 from .testing import TestConfig, ToolCall
 
 
@@ -88,7 +89,8 @@ def print_transcript(console: Console, title: str, envs: list[Envelope], names: 
 def search_runbook(topic: str) -> str:
     """Look up the runbook section for a topic."""
     runbook = {
-        "payments-5xx": "1) check the gateway error rate 2) fail over to the standby region 3) page payments on-call",
+        "payments-5xx": "1) check the gateway error rate 2) fail over to the standby region "
+        "3) page payments on-call",
     }
     return runbook.get(topic, "no runbook entry")
 
@@ -135,7 +137,8 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
             prompt="You answer from the knowledge base.",
             config=TestConfig(
                 ToolCall("search_runbook", {"topic": "payments-5xx"}),
-                "Runbook payments-5xx: check the gateway error rate, fail over to standby, page payments on-call.",
+                "Runbook payments-5xx: check the gateway error rate, fail over to standby, "
+                "page payments on-call.",
             ),
             tools=[search_runbook],
         ),
@@ -165,8 +168,8 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
             "scribe",
             config=TestConfig(
                 "Draft: a config change exhausted the gateway pool; failover restored service in 14 minutes.",
-                "Draft v2: at 09:12 a deploy shrank the gateway pool to 8; 5xx peaked at 12%; failover at 09:26 "
-                "restored service. Action: canary config changes.",
+                "Draft v2: at 09:12 a deploy shrank the gateway pool to 8; 5xx peaked at 12%; "
+                "failover at 09:26 restored service. Action: canary config changes.",
             ),
         ),
         Passport(name="scribe"),
@@ -261,8 +264,9 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
         await reader.close()
     result.audit_ok = report.ok
     result.seconds = time.perf_counter() - started
+    where = data_dir / "accord.db"
     console.print(
-        f"\n{len(result.channels)} channels, {result.envelopes} envelopes, durable in {data_dir / 'accord.db'}; "
+        f"\n{len(result.channels)} channels, {result.envelopes} envelopes, durable in {where}; "
         f"audit chain: {'[green]verified[/green]' if report.ok else '[red]BROKEN[/red]'} "
         f"({report.records} records). {result.seconds:.2f}s."
     )
@@ -271,10 +275,10 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
     return result
 
 
-async def audit_report(store: SqliteStore):  # type: ignore[no-untyped-def]
+async def audit_report(store: LogStore) -> VerifyReport:
     """Verify the whole audit chain of a store (used by the demo and ``accord audit verify``)."""
 
-    async def records():  # type: ignore[no-untyped-def]
+    async def records() -> AsyncIterator[Envelope]:
         after = 0
         while True:
             batch = await store.read("audit", after_seq=after, limit=5000)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..link.inbox import Inbox
 from ..model.envelope import Envelope
-from ..model.errors import Timeout
+from ..model.errors import HubClosed, Timeout
 from ..model.identity import Passport
 from .participant import ParticipantClient
 
@@ -35,7 +35,7 @@ class HumanClient(ParticipantClient):
     ) -> None:
         super().__init__(conn, passport, inbox, auto_accept=auto_accept)
         self.on_envelope = on_envelope
-        self._pull: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=max(1, inbox.cap))
+        self._pull: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=max(1, inbox.cap))
 
     async def handle(self, env: Envelope) -> None:
         if self.on_envelope is not None:
@@ -46,15 +46,30 @@ class HumanClient(ParticipantClient):
         await self._pull.put(env)
 
     async def next_envelope(self, timeout: float | None = None) -> Envelope:
+        """The next envelope for this person; ``HubClosed`` once the client is closed."""
+        if self._closed and self._pull.empty():
+            raise HubClosed(f"the client of {self.name} is closed")
         try:
-            return await asyncio.wait_for(self._pull.get(), timeout)
+            env = await asyncio.wait_for(self._pull.get(), timeout)
         except TimeoutError:
             raise Timeout(f"no envelope for {self.name} within {timeout}s") from None
+        if env is None:  # the close sentinel
+            raise HubClosed(f"the client of {self.name} is closed")
+        return env
 
     def __aiter__(self) -> HumanClient:
         return self
 
     async def __anext__(self) -> Envelope:
-        if self._closed and self._pull.empty():
-            raise StopAsyncIteration
-        return await self._pull.get()
+        try:
+            return await self.next_envelope()
+        except HubClosed:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        await super().close()
+        try:
+            self._pull.put_nowait(None)  # wake a UI loop blocked in next_envelope / async for
+        except asyncio.QueueFull:
+            self._pull.get_nowait()
+            self._pull.put_nowait(None)

@@ -86,7 +86,7 @@ class ParticipantClient:
             expectations=expectations,
         )
         cid = info["channel_id"]
-        if wait and info["status"] == "invited":
+        if wait:  # always ask: the hub answers from durable state, not from what is merely folded
             info = await self.conn.wait_active(cid, timeout)
         return Channel(self, cid, info)
 
@@ -197,14 +197,27 @@ class ParticipantClient:
                 log.exception("%s: handler crashed on %s", self.name, env.event_type)
 
     async def _answer_invite(self, env: Envelope) -> None:
-        accept = self.auto_accept and await self.accept_invite(env)
-        await self.conn.submit(
-            Proposal(env.channel_id, EV_CHANNEL_ACK if accept else EV_CHANNEL_REJECT, {}, self.agent_id)
-        )
+        """With ``auto_accept`` the client answers at once (``accept_invite`` decides how); without it,
+        the invitation is left to ``handle`` (a person's UI), who calls ``accept``/``reject`` — or the
+        channel's ack timeout closes it."""
+        if not self.auto_accept:
+            return
+        if await self.accept_invite(env):
+            await self.accept(env.channel_id)
+        else:
+            await self.reject(env.channel_id)
 
     async def accept_invite(self, env: Envelope) -> bool:
         """Override to decline some invitations (the Rule already filtered who may invite)."""
         return True
+
+    async def accept(self, channel_id: str) -> Envelope:
+        """Accept an invitation to ``channel_id``."""
+        return await self.conn.submit(Proposal(channel_id, EV_CHANNEL_ACK, {}, self.agent_id))
+
+    async def reject(self, channel_id: str) -> Envelope:
+        """Decline an invitation to ``channel_id``; the hub closes the channel with reason ``rejected``."""
+        return await self.conn.submit(Proposal(channel_id, EV_CHANNEL_REJECT, {}, self.agent_id))
 
     async def handle(self, env: Envelope) -> None:
         """Called for every delivered envelope, in order."""

@@ -138,9 +138,16 @@ class RuleEnforcer:
             if other_rule is not None and other_rule.deny_from and not self._admits(other_rule, sender):
                 raise AccessDenied(f"{self._name(other)} does not accept envelopes from {self._name(sender)}")
         if rule.rate_per_minute is not None:
-            self._take_token(sender, rule, now)
+            self._bucket(sender, rule, now)
 
-    def _take_token(self, sender: str, rule: Rule, now: float) -> None:
+    def take_token(self, sender: str, now: float) -> None:
+        """Spend one send from the sender's bucket; called after every other check passed."""
+        rule = self._rule(sender)
+        if rule is not None and rule.rate_per_minute is not None:
+            self._bucket(sender, rule, now).tokens -= 1.0
+
+    def _bucket(self, sender: str, rule: Rule, now: float) -> _Bucket:
+        """Refill the sender's token bucket to ``now``; refuse if it has no whole token left."""
         assert rule.rate_per_minute is not None
         capacity = float(rule.burst if rule.burst is not None else max(1, int(rule.rate_per_minute)))
         per_second = rule.rate_per_minute / 60.0
@@ -157,7 +164,7 @@ class RuleEnforcer:
                 f"(burst {int(capacity)}); retry in {wait:.2f}s",
                 details={"retry_after": round(wait, 3)},
             )
-        bucket.tokens -= 1.0
+        return bucket
 
     def forget(self, agent_id: str) -> None:
         self._buckets.pop(agent_id, None)

@@ -112,9 +112,16 @@ class Session:
 @dataclass(eq=False)
 class _Channel:
     state: ChannelState
-    dedup: OrderedDict[str, Envelope] = field(default_factory=OrderedDict)
+    # (sender, client_msg_id) → the envelope, or the future of its commit while it is in flight
+    dedup: OrderedDict[tuple[str, str], Envelope | asyncio.Future[None]] = field(default_factory=OrderedDict)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     since_snapshot: int = 0
+    durable_seq: int = 0
+    # seq of the envelope that took the channel out of INVITED (0 while invited)
+    settled_seq: int = 0
+
+    def settled_durably(self) -> bool:
+        return self.settled_seq != 0 and self.durable_seq >= self.settled_seq
 
 
 class Hub:
@@ -451,15 +458,14 @@ class Hub:
             invite = Envelope(
                 new_id("env"), cid, 2, now, EV_CHANNEL_INVITE, {"adapter": adapter}, HUB_SENDER, state.targets
             )
-            fold(state, invite)
-            envs.append(invite)
+            envs.append(invite)  # folded by _commit, like every envelope after channel.opened
         await self._commit(ch, envs, 0)
         return state
 
     async def wait_active(self, channel_id: str, timeout: float | None = None) -> ChannelState:
         """Wait until every target acked (ACTIVE) or the channel closed; returns its state."""
         ch = await self._channel(channel_id)
-        if ch.state.status != STATUS_INVITED:
+        if ch.settled_durably():
             return ch.state
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ch.waiters.append(fut)
@@ -477,17 +483,24 @@ class Hub:
         self._ensure_open()
         ch = await self._channel(proposal.channel_id)
         state = ch.state
-        cmid = proposal.client_msg_id
-        if cmid is not None:
-            previous = ch.dedup.get(cmid)
-            if previous is not None and previous.sender_id == proposal.sender_id:
-                return previous
         try:
             self._require_actor(session, proposal.sender_id)
+        except AccordError as err:
+            await self._refuse(
+                err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+            )
+            raise
+        key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
+        if key is not None:
+            previous = ch.dedup.get(key)
+            if previous is not None:
+                return await self._replayed(ch, key, previous)
+        try:
             proposal = normalize(state, proposal)
             for arb in self.arbiters:
                 arb.check_send(state, proposal)
-            self.rules.check_send(state, proposal, self.clock())
+            now = self.clock()
+            self.rules.check_send(state, proposal, now)
             check(state, proposal)
             env = self._stamp(state, proposal)
             if len(env.encoded()) > self.max_payload_bytes:
@@ -496,17 +509,40 @@ class Hub:
                     details={"limit": self.max_payload_bytes},
                 )
             self._check_inboxes(state, env)
+            self.rules.take_token(proposal.sender_id, now)  # last: a refused send costs no token
         except AccordError as err:
             await self._refuse(
                 err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
             )
             raise
-        if cmid is not None:
-            ch.dedup[cmid] = env
-            if len(ch.dedup) > _DEDUP_PER_CHANNEL:
-                ch.dedup.popitem(last=False)
-        await self._commit(ch, [env], env.seq - 1)
+        if key is None:
+            await self._commit(ch, [env], env.seq - 1)
+            return env
+        inflight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ch.dedup[key] = inflight
+        if len(ch.dedup) > _DEDUP_PER_CHANNEL:
+            ch.dedup.popitem(last=False)
+        try:
+            await self._commit(ch, [env], env.seq - 1)
+        except BaseException as exc:
+            ch.dedup.pop(key, None)
+            inflight.set_exception(exc)
+            inflight.exception()  # retrieved: a waiting retry re-raises it
+            raise
+        ch.dedup[key] = env
+        inflight.set_result(None)
         return env
+
+    async def _replayed(
+        self, ch: _Channel, key: tuple[str, str], previous: Envelope | asyncio.Future[None]
+    ) -> Envelope:
+        """A repeated client_msg_id: the first result, once it is durable (never a second append)."""
+        if isinstance(previous, Envelope):
+            return previous
+        await asyncio.shield(previous)
+        done = ch.dedup.get(key)
+        assert isinstance(done, Envelope)
+        return done
 
     def _stamp(self, state: ChannelState, p: Proposal) -> Envelope:
         data = p.event_data
@@ -655,7 +691,9 @@ class Hub:
         for env in await self.store.read_last(channel_id, _DEDUP_PER_CHANNEL):
             cmid = env.event_data.get("client_msg_id")
             if isinstance(cmid, str):
-                ch.dedup[cmid] = env
+                ch.dedup[(env.sender_id, cmid)] = env
+        ch.durable_seq = state.last_seq
+        ch.settled_seq = 0 if state.status == STATUS_INVITED else 1
         return ch
 
     # --- the commit -------------------------------------------------------------------------------
@@ -672,6 +710,8 @@ class Hub:
                 if env.event_type in TURN_EVENTS:
                     observations.append((env.sender_id, sender_was_awaited(state, env.sender_id)))
                 fold(state, env)
+                if not ch.settled_seq and state.status != STATUS_INVITED:
+                    ch.settled_seq = env.seq
         if state.pending_close is not None:
             closed = Envelope(
                 new_id("env"),
@@ -684,6 +724,8 @@ class Hub:
             )
             fold(state, closed)
             envs.append(closed)
+        if not ch.settled_seq and state.status != STATUS_INVITED:
+            ch.settled_seq = envs[-1].seq
         for env in envs:
             if env.event_type == EV_CHANNEL_OPENED:
                 registry_events.append((RG_CHANNEL_OPENED, self._index_entry(state)))
@@ -743,7 +785,8 @@ class Hub:
                     self._observe(pid, env.ts, late=True)
         for sender, on_time in observations:
             self._observe(sender, envs[-1].ts, turn=True, on_time=on_time)
-        if ch.waiters and state.status != STATUS_INVITED:
+        ch.durable_seq = envs[-1].seq
+        if ch.waiters and ch.settled_durably():
             for w in ch.waiters:
                 if not w.done():
                     w.set_result(None)
