@@ -793,7 +793,7 @@ class Hub:
         if ch.since_snapshot >= self.snapshot_every:
             ch.since_snapshot = 0
             self._background(self.store.put_snapshot(state.channel_id, state.last_seq, state.to_dict()))
-        if not state.is_open and not ch.waiters:
+        if not state.is_open and not ch.waiters and ch.durable_seq == state.last_seq:
             # closed channels are cheap to refold from their final snapshot; keep memory for live ones
             if ch.since_snapshot:
                 ch.since_snapshot = 0
