@@ -66,6 +66,10 @@ def encode_state(stream: str, state: dict[str, Any]) -> bytes:
         raise InvalidInput(f"snapshot of {stream!r} is not JSON-serialisable: {exc}") from exc
 
 
+def unserialisable(stream: str, exc: TypeError) -> InvalidInput:
+    return InvalidInput(f"append to {stream!r}: envelope is not JSON-serialisable: {exc}")
+
+
 def conflict(stream: str, expected: int, actual: int) -> SeqConflict:
     return SeqConflict(
         f"append to {stream!r} expected last seq {expected}, but the stream is at {actual}",
@@ -105,8 +109,11 @@ class MemoryStore(LogStore):
     ) -> asyncio.Future[None]:
         loop = self._begin()
         check_contiguous(stream, envelopes, expected_last_seq)
-        for env in envelopes:
-            env.encoded()  # refuse what a durable store could not write, and warm the shared bytes
+        try:
+            for env in envelopes:
+                env.encoded()  # refuse what a durable store could not write, and warm the shared bytes
+        except TypeError as exc:
+            raise unserialisable(stream, exc) from exc
         fut: asyncio.Future[None] = loop.create_future()
         log = self._logs.get(stream)
         last = len(log) if log is not None else 0
