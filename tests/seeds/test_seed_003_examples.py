@@ -33,7 +33,9 @@ from accord.testing import TestConfig, ToolCall
 
 
 async def consulting_main() -> None:
-    config = TestConfig("Fault tolerance — because a system that can't survive partial failures defeats its entire purpose.")
+    config = TestConfig(
+        "Fault tolerance — because a system that can't survive partial failures defeats its entire purpose."
+    )
 
     # Hub: registry + WAL + audit log + adapters live here.
     hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
@@ -108,11 +110,13 @@ async def conversation_main() -> None:
 
     alice = await alice_hc.register(
         Agent("alice", prompt="You are alice. Ask follow-ups, one short sentence at a time.", config=config),
-        Passport(name="alice"), Resume(),
+        Passport(name="alice"),
+        Resume(),
     )
     bob = await bob_hc.register(
         Agent("bob", prompt="You are bob. Answer in one short sentence; ask one follow-up.", config=config),
-        Passport(name="bob"), Resume(),
+        Passport(name="bob"),
+        Resume(),
     )
 
     channel = await alice.open(type="conversation", target="bob")
@@ -127,7 +131,9 @@ async def conversation_main() -> None:
             speaker = "alice" if env.sender_id == alice.agent_id else "bob"
             print(f"{speaker}: {env.event_data['text']}")
 
-    await alice_hc.close(); await bob_hc.close(); await hub.close()
+    await alice_hc.close()
+    await bob_hc.close()
+    await hub.close()
 
 
 async def discussion_main() -> None:
@@ -139,15 +145,18 @@ async def discussion_main() -> None:
 
     alice = await alice_hc.register(
         Agent("alice", prompt="You are the optimist. One short sentence.", config=config),
-        Passport(name="alice"), Resume(),
+        Passport(name="alice"),
+        Resume(),
     )
     bob = await bob_hc.register(
         Agent("bob", prompt="You are the realist. One short sentence.", config=config),
-        Passport(name="bob"), Resume(),
+        Passport(name="bob"),
+        Resume(),
     )
     carol = await carol_hc.register(
         Agent("carol", prompt="You are the skeptic. One short sentence.", config=config),
-        Passport(name="carol"), Resume(),
+        Passport(name="carol"),
+        Resume(),
     )
 
     channel = await alice.open(
@@ -166,7 +175,9 @@ async def discussion_main() -> None:
         if env.event_type == EV_TEXT:
             print(f"{names[env.sender_id]:>6}: {env.event_data['text']}")
 
-    await alice_hc.close(); await bob_hc.close(); await carol_hc.close()
+    await alice_hc.close()
+    await bob_hc.close()
+    await carol_hc.close()
     await hub.close()
 
 
@@ -200,12 +211,20 @@ async def workflow_main() -> list[tuple[str, str, dict]]:
     researcher_hc, writer_hc, reviewer_hc = (HubClient(link, hub=hub) for _ in range(3))
 
     researcher = await researcher_hc.register(
-        Agent("researcher", prompt="Given a topic, list 3 concrete factual bullets.", config=researcher_config),
-        Passport(name="researcher"), Resume(claimed_capabilities=["research"]),
+        Agent(
+            "researcher", prompt="Given a topic, list 3 concrete factual bullets.", config=researcher_config
+        ),
+        Passport(name="researcher"),
+        Resume(claimed_capabilities=["research"]),
     )
     writer = await writer_hc.register(
-        Agent("writer", prompt="Given research bullets, draft a 2-sentence explanation for a novice.", config=writer_config),
-        Passport(name="writer"), Resume(claimed_capabilities=["writing"]),
+        Agent(
+            "writer",
+            prompt="Given research bullets, draft a 2-sentence explanation for a novice.",
+            config=writer_config,
+        ),
+        Passport(name="writer"),
+        Resume(claimed_capabilities=["writing"]),
     )
     reviewer = await reviewer_hc.register(
         Agent(
@@ -219,7 +238,8 @@ async def workflow_main() -> list[tuple[str, str, dict]]:
             config=reviewer_config,
             tools=[request_revision, approve],
         ),
-        Passport(name="reviewer"), Resume(claimed_capabilities=["reviewing"]),
+        Passport(name="reviewer"),
+        Resume(claimed_capabilities=["reviewing"]),
     )
 
     # Conditional graph — `request_revision` doesn't appear here: it routes
@@ -228,9 +248,9 @@ async def workflow_main() -> list[tuple[str, str, dict]]:
     graph = TransitionGraph(
         initial_speaker=researcher.agent_id,
         transitions=[
-            Transition(when=ToolCalled("approve"),            then=TerminateTarget("approved")),
+            Transition(when=ToolCalled("approve"), then=TerminateTarget("approved")),
             Transition(when=FromSpeaker(researcher.agent_id), then=AgentTarget(writer.agent_id)),
-            Transition(when=FromSpeaker(writer.agent_id),     then=AgentTarget(reviewer.agent_id)),
+            Transition(when=FromSpeaker(writer.agent_id), then=AgentTarget(reviewer.agent_id)),
         ],
     )
 
@@ -248,7 +268,12 @@ async def workflow_main() -> list[tuple[str, str, dict]]:
         timeout=180.0,
     )
 
-    names = {researcher.agent_id: "researcher", writer.agent_id: "writer", reviewer.agent_id: "reviewer", "hub": "hub"}
+    names = {
+        researcher.agent_id: "researcher",
+        writer.agent_id: "writer",
+        reviewer.agent_id: "reviewer",
+        "hub": "hub",
+    }
     log = [(names[e.sender_id], e.event_type, e.event_data) for e in await hub.read_wal(channel.channel_id)]
     for hc in (researcher_hc, writer_hc, reviewer_hc):
         await hc.close()
@@ -274,13 +299,22 @@ async def test_conversation(capsys) -> None:
     assert out[2].startswith("alice: Consensus is a group")  # shared script: alice plays the same lines
     assert 4 <= len(out) <= 5  # the scripts run out after 2 turns each; the app closes at 4
     speakers = [line.split(":")[0] for line in out]
-    assert speakers == ["alice", "bob", "alice", "bob", "alice"][: len(out)]  # free-form, but they alternate here
+    assert (
+        speakers == ["alice", "bob", "alice", "bob", "alice"][: len(out)]
+    )  # free-form, but they alternate here
 
 
 async def test_discussion(capsys) -> None:
     await discussion_main()
     out = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0].strip() for line in out[:6]] == ["alice", "bob", "carol", "alice", "bob", "carol"]
+    assert [line.split(":")[0].strip() for line in out[:6]] == [
+        "alice",
+        "bob",
+        "carol",
+        "alice",
+        "bob",
+        "carol",
+    ]
     assert out[1].endswith("Yes: it teaches ownership thinking.")
 
 
