@@ -7,7 +7,6 @@ The pull queue is bounded by the inbox cap: a UI that stops reading makes sender
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,7 @@ class HumanClient(ParticipantClient):
     async def handle(self, env: Envelope) -> None:
         if self.on_envelope is not None:
             result = self.on_envelope(env)
-            if inspect.isawaitable(result):
+            if result is not None:  # a coroutine (async callback); None from a plain function
                 await result
             return
         await self._pull.put(env)

@@ -21,7 +21,6 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.events import HUB_SENDER
-from ..model.ids import new_id
 
 AUDIT_STREAM: Final = "audit"
 AU_ENVELOPE: Final = "audit.envelope"
@@ -50,7 +49,7 @@ class AuditChain:
         body["hash"] = digest
         self.last_hash = digest
         return Envelope(
-            envelope_id=new_id("aud"),
+            envelope_id=f"aud_{self.last_seq}",  # an audit record is identified by its seq in the chain
             channel_id=AUDIT_STREAM,
             seq=self.last_seq,
             ts=ts,

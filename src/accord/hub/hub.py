@@ -57,9 +57,11 @@ from ..model.ids import new_id
 from ..protocol import adapters as _builtin_adapters  # noqa: F401  (registers the built-in adapters)
 from ..protocol.channel import (
     REASON_EXPLICIT,
+    Adapter,
     ChannelState,
     check,
     fold,
+    get_adapter,
     normalize,
     opened_event_data,
     recipients,
@@ -78,7 +80,7 @@ from ..protocol.registry import (
     RegistryState,
     fold_registry,
 )
-from ..store.base import LogStore
+from ..store.base import AppendPart, LogStore
 from .audit import AUDIT_STREAM, AuditChain
 from .governance import HubArbiter, HubListener, RuleEnforcer
 
@@ -117,8 +119,15 @@ class _Channel:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     since_snapshot: int = 0
     durable_seq: int = 0
+    # sender → recipients of its un-addressed envelopes (participants never change after opening)
+    fanout: dict[str, list[str]] = field(default_factory=dict)
     # seq of the envelope that took the channel out of INVITED (0 while invited)
     settled_seq: int = 0
+
+    @property
+    def default_view(self) -> bool:
+        """True when the adapter keeps the default view policy (so recipients depend on sender only)."""
+        return type(get_adapter(self.state.adapter)).visible is Adapter.visible
 
     def settled_durably(self) -> bool:
         return self.settled_seq != 0 and self.durable_seq >= self.settled_seq
@@ -481,7 +490,7 @@ class Hub:
     async def submit(self, session: Session, proposal: Proposal) -> Envelope:
         """The submit pipeline (module docstring). Returns the stamped envelope once it is durable."""
         self._ensure_open()
-        ch = await self._channel(proposal.channel_id)
+        ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
         state = ch.state
         try:
             self._require_actor(session, proposal.sender_id)
@@ -508,7 +517,7 @@ class Hub:
                     f"envelope is {len(env.encoded())} bytes; the limit is {self.max_payload_bytes}",
                     details={"limit": self.max_payload_bytes},
                 )
-            self._check_inboxes(state, env)
+            self._check_inboxes(ch, env)
             self.rules.take_token(proposal.sender_id, now)  # last: a refused send costs no token
         except AccordError as err:
             await self._refuse(
@@ -560,9 +569,21 @@ class Hub:
             p.causation_id,
         )
 
-    def _check_inboxes(self, state: ChannelState, env: Envelope) -> None:
+    def _recipients(self, ch: _Channel, env: Envelope) -> list[str]:
+        """``recipients`` (audience ∩ view policy), memoised for the common un-addressed case."""
+        if env.audience is None:
+            cached = ch.fanout.get(env.sender_id)
+            if cached is not None:
+                return cached
+            if ch.default_view:
+                cached = ch.fanout[env.sender_id] = recipients(ch.state, env)
+                return cached
+        return recipients(ch.state, env)
+
+    def _check_inboxes(self, ch: _Channel, env: Envelope) -> None:
         endpoints = self._endpoints
-        for pid in recipients(state, env):
+        state = ch.state
+        for pid in self._recipients(ch, env):
             ep = endpoints.get(pid)
             if ep is not None and ep.free() <= 0:
                 raise InboxFull(
@@ -734,23 +755,21 @@ class Hub:
                     (RG_CHANNEL_CLOSED, {"channel_id": state.channel_id, "reason": state.close_reason})
                 )
         cid = state.channel_id
-        futures = [self.store.append(cid, envs, expected)]
+        parts: list[AppendPart] = [(cid, envs, expected)]
         audits = [self._audit.envelope(env, cid) for env in envs]
         if registry_events:
             reg_envs = self._registry_stamp(registry_events)
-            futures.append(self.store.append(REGISTRY_STREAM, reg_envs, reg_envs[0].seq - 1))
+            parts.append((REGISTRY_STREAM, reg_envs, reg_envs[0].seq - 1))
             audits.extend(self._audit.envelope(e, REGISTRY_STREAM) for e in reg_envs)
-        futures.append(self.store.append(AUDIT_STREAM, audits, audits[0].seq - 1))
+        parts.append((AUDIT_STREAM, audits, audits[0].seq - 1))
         ch.since_snapshot += len(envs)
+        stored = self.store.append_group(parts)
         # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
         # is cancelled while waiting for its ack must not leave a durable envelope undelivered.
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def durable(_: object) -> None:
-            failure = next(
-                (f.exception() for f in futures if f.done() and f.exception() is not None),  # type: ignore[attr-defined]
-                None,
-            )
+        def durable(fut: asyncio.Future[None]) -> None:
+            failure = fut.exception() if not fut.cancelled() else StoreError("the append was cancelled")
             if failure is not None:
                 self._store_failed(cid, failure)
                 err = failure if isinstance(failure, AccordError) else StoreError(f"append failed: {failure}")
@@ -763,7 +782,7 @@ class Hub:
                 if not ack.done():
                     ack.set_result(None)
 
-        futures[-1].add_done_callback(durable)  # type: ignore[attr-defined]
+        stored.add_done_callback(durable)  # type: ignore[attr-defined]
         await ack
 
     def _after_commit(self, ch: _Channel, envs: list[Envelope], observations: list[tuple[str, bool]]) -> None:
@@ -771,7 +790,7 @@ class Hub:
         endpoints = self._endpoints
         arbiters = self.arbiters
         for env in envs:
-            for pid in recipients(state, env):
+            for pid in self._recipients(ch, env):
                 ep = endpoints.get(pid)
                 if ep is None:
                     continue
@@ -845,8 +864,9 @@ class Hub:
         envs = self._registry_stamp(events)
         audits = [self._audit.envelope(e, REGISTRY_STREAM) for e in envs]
         futures = [
-            self.store.append(REGISTRY_STREAM, envs, envs[0].seq - 1),
-            self.store.append(AUDIT_STREAM, audits, audits[0].seq - 1),
+            self.store.append_group(
+                [(REGISTRY_STREAM, envs, envs[0].seq - 1), (AUDIT_STREAM, audits, audits[0].seq - 1)]
+            )
         ]
         if self._registry_since_snapshot >= self.snapshot_every:
             self._registry_since_snapshot = 0

@@ -55,7 +55,14 @@ class _Monotonic:
             self._last_ms, self._last_rand = ms, rand
             if ms != self._prefix_ms:  # the 10-character time part changes once a millisecond
                 self._prefix_ms = ms
-                self._prefix = "".join(_CROCKFORD[(ms >> s) & 31] for s in range(45, -5, -5))
+                t = _PAIRS  # 48 bits of milliseconds = 5 groups of 10 bits (2 leading zero bits)
+                self._prefix = (
+                    t[ms >> 40]
+                    + t[(ms >> 30) & 1023]
+                    + t[(ms >> 20) & 1023]
+                    + t[(ms >> 10) & 1023]
+                    + t[ms & 1023]
+                )
             prefix = self._prefix
         p = _PAIRS
         return (

@@ -21,6 +21,8 @@ from typing import Any, Literal
 from ..model.envelope import Envelope
 
 Durability = Literal["process", "power"]
+#: (stream, envelopes, expected_last_seq)
+AppendPart = tuple[str, Sequence[Envelope], int]
 
 
 class LogStore(abc.ABC):
@@ -28,7 +30,6 @@ class LogStore(abc.ABC):
     #: whether an acknowledged append survives the process being killed (memory: no)
     persistent: bool = True
 
-    @abc.abstractmethod
     def append(self, stream: str, envelopes: Sequence[Envelope], expected_last_seq: int) -> Awaitable[None]:
         """Append ``envelopes`` (seqs ``expected_last_seq+1 …``, contiguous) to ``stream``.
 
@@ -36,6 +37,13 @@ class LogStore(abc.ABC):
         containing this append is durable, or
         raises ``SeqConflict`` (the stream's last seq was not ``expected_last_seq``) or ``StoreError``.
         A failed append writes none of its envelopes; other appends in the same group are unaffected.
+        """
+        return self.append_group([(stream, envelopes, expected_last_seq)])
+
+    @abc.abstractmethod
+    def append_group(self, parts: Sequence[AppendPart]) -> Awaitable[None]:
+        """Append to several streams all-or-nothing: one future; if any part's compare-and-set fails,
+        no part is written. The hub uses it so that an envelope never lands without its audit record.
         """
 
     @abc.abstractmethod

@@ -22,7 +22,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError
-from .base import LogStore
+from .base import AppendPart, LogStore
 
 
 @dataclass(slots=True)
@@ -104,28 +104,32 @@ class MemoryStore(LogStore):
     def _end_tick(self) -> None:
         self._tick_open = False
 
-    def append(
-        self, stream: str, envelopes: Sequence[Envelope], expected_last_seq: int
-    ) -> asyncio.Future[None]:
+    def append_group(self, parts: Sequence[AppendPart]) -> asyncio.Future[None]:
         loop = self._begin()
-        check_contiguous(stream, envelopes, expected_last_seq)
-        try:
-            for env in envelopes:
-                env.encoded()  # refuse what a durable store could not write, and warm the shared bytes
-        except TypeError as exc:
-            raise unserialisable(stream, exc) from exc
+        for stream, envelopes, expected_last_seq in parts:
+            check_contiguous(stream, envelopes, expected_last_seq)
+            try:
+                for env in envelopes:
+                    env.encoded()  # refuse what a durable store could not write, and warm the shared bytes
+            except TypeError as exc:
+                raise unserialisable(stream, exc) from exc
         fut: asyncio.Future[None] = loop.create_future()
-        log = self._logs.get(stream)
-        last = len(log) if log is not None else 0
-        if last != expected_last_seq:
-            self.stats.conflicts += 1
-            fut.set_exception(conflict(stream, expected_last_seq, last))
-            return fut
-        if envelopes:
-            if log is None:
-                log = self._logs[stream] = []
-            log.extend(envelopes)
-            self.stats.envelopes += len(envelopes)
+        planned: dict[str, int] = {}
+        for stream, envelopes, expected_last_seq in parts:
+            log = self._logs.get(stream)
+            last = planned.get(stream, len(log) if log is not None else 0)
+            if last != expected_last_seq:
+                self.stats.conflicts += 1
+                fut.set_exception(conflict(stream, expected_last_seq, last))
+                return fut
+            planned[stream] = last + len(envelopes)
+        for stream, envelopes, _ in parts:
+            if envelopes:
+                log = self._logs.get(stream)
+                if log is None:
+                    log = self._logs[stream] = []
+                log.extend(envelopes)
+                self.stats.envelopes += len(envelopes)
         self.stats.appends += 1
         fut.set_result(None)
         return fut

@@ -76,7 +76,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError, StoreLocked
-from .base import Durability, LogStore
+from .base import AppendPart, Durability, LogStore
 from .memory import StoreStats, check_contiguous, conflict, encode_state, unserialisable
 
 SCHEMA_VERSION: Final = 1
@@ -94,6 +94,17 @@ CREATE TABLE IF NOT EXISTS snapshots(
 
 _INSERT_LOG: Final = "INSERT INTO log(stream, seq, data) VALUES (?, ?, ?)"
 _NEW_STREAM: Final = "INSERT INTO streams(stream) VALUES (?)"
+_ONE_STATEMENT_ROWS: Final = 32
+_INSERT_ROWS: dict[int, str] = {}
+
+
+def _insert_rows(n: int) -> str:
+    sql = _INSERT_ROWS.get(n)
+    if sql is None:
+        sql = _INSERT_ROWS[n] = "INSERT INTO log(stream, seq, data) VALUES " + ", ".join(["(?, ?, ?)"] * n)
+    return sql
+
+
 _PUT_SNAPSHOT: Final = "INSERT OR REPLACE INTO snapshots(stream, seq, data) VALUES (?, ?, ?)"
 _READ: Final = "SELECT data FROM log WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
 _READ_LAST: Final = "SELECT data FROM log WHERE stream = ? ORDER BY seq DESC LIMIT ?"
@@ -120,7 +131,9 @@ _PAGE_CACHE_KIB: Final = 16 * 1024
 # A queued write: (stream, rows, expected_last_seq, future, None) for an append, whose rows are
 # (stream, seq, data) ready for executemany; (stream, None, seq, future, data) for a snapshot.
 _Row = tuple[str, int, bytes]
-_Op = tuple[str, "list[_Row] | None", int, "asyncio.Future[None]", "bytes | None"]
+_Part = tuple[str, "list[_Row]", int]  # (stream, rows, expected_last_seq)
+# an append group (parts, future, None) or a snapshot (None, future, (stream, seq, data))
+_Op = tuple["list[_Part] | None", "asyncio.Future[None]", "tuple[str, int, bytes] | None"]
 
 
 def _lock_path(path: Path) -> Path:
@@ -304,10 +317,8 @@ class SqliteStore(LogStore):
             )
 
     # --- writes ------------------------------------------------------------------------------------
-    def append(
-        self, stream: str, envelopes: Sequence[Envelope], expected_last_seq: int
-    ) -> asyncio.Future[None]:
-        """Queue the append for this tick's group commit and return its future (see ``LogStore``).
+    def append_group(self, parts: Sequence[AppendPart]) -> asyncio.Future[None]:
+        """Queue the group for this tick's group commit and return its future (see ``LogStore``).
 
         Raises at once — nothing is queued — ``InvalidInput`` for seqs that do not continue
         ``expected_last_seq`` or data orjson cannot encode, and ``StoreError`` once the store is
@@ -318,18 +329,21 @@ class SqliteStore(LogStore):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
-        seq = expected_last_seq
-        rows: list[_Row] = []
-        try:
-            for env in envelopes:
-                seq += 1
-                if env.seq != seq:
-                    check_contiguous(stream, envelopes, expected_last_seq)
-                rows.append((stream, seq, env.encoded()))
-        except TypeError as exc:  # orjson cannot encode the event data
-            raise unserialisable(stream, exc) from exc
+        planned: list[_Part] = []
+        for stream, envelopes, expected_last_seq in parts:
+            seq = expected_last_seq
+            rows: list[_Row] = []
+            try:
+                for env in envelopes:
+                    seq += 1
+                    if env.seq != seq:
+                        check_contiguous(stream, envelopes, expected_last_seq)
+                    rows.append((stream, seq, env.encoded()))
+            except TypeError as exc:  # orjson cannot encode the event data
+                raise unserialisable(stream, exc) from exc
+            planned.append((stream, rows, expected_last_seq))
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((stream, rows, expected_last_seq, fut, None))
+        self._pending.append((planned, fut, None))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -344,7 +358,7 @@ class SqliteStore(LogStore):
             self._bind(loop)
         data = encode_state(stream, state)
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((stream, None, seq, fut, data))
+        self._pending.append((None, fut, (stream, seq, data)))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -372,23 +386,35 @@ class SqliteStore(LogStore):
         snaps: list[tuple[str, int, bytes]] = []
         failed: dict[int, SeqConflict] | None = None
         try:
-            for i, (stream, op_rows, seq, _fut, snap) in enumerate(batch):
-                if op_rows is None:
-                    snaps.append((stream, seq, snap))  # type: ignore[arg-type]
+            for i, (group, _fut, snap) in enumerate(batch):
+                if group is None:
+                    assert snap is not None
+                    snaps.append(snap)
                     continue
-                current = last.get(stream)
-                if current is None:
-                    current = last[stream] = self._load_last_seq(stream)
-                if current != seq:
+                # all-or-nothing: check every part (in order, counting earlier parts) before taking any
+                seen: dict[str, int] = {}
+                conflicted: SeqConflict | None = None
+                for stream, op_rows, seq in group:
+                    current = seen.get(stream)
+                    if current is None:
+                        current = last.get(stream)
+                        if current is None:
+                            current = last[stream] = self._load_last_seq(stream)
+                    if current != seq:
+                        conflicted = conflict(stream, seq, current)
+                        break
+                    seen[stream] = seq + len(op_rows)
+                if conflicted is not None:
                     if failed is None:
                         failed = {}
-                    failed[i] = conflict(stream, seq, current)
+                    failed[i] = conflicted
                     continue
-                if op_rows:
-                    rows += op_rows
-                    last[stream] = seq + len(op_rows)
-                    if not seq:
-                        new_streams.append((stream,))
+                for stream, op_rows, seq in group:
+                    if op_rows:
+                        rows += op_rows
+                        last[stream] = seq + len(op_rows)
+                        if not seq:
+                            new_streams.append((stream,))
         except sqlite3.Error as exc:  # reading a stream's last seq failed: fail the batch, not the loop
             self._resolve(batch, None, exc, 0, wrote=False)
             return
@@ -426,10 +452,13 @@ class SqliteStore(LogStore):
         cur = self._wcur
         assert cur is not None
         try:
-            if len(rows) == 1 and not new_streams and not snaps:
-                # The common single-envelope append: one statement is its own transaction (autocommit),
-                # which saves the BEGIN and COMMIT round trips through the sqlite3 module.
-                cur.execute(_INSERT_LOG, rows[0])
+            if len(rows) <= _ONE_STATEMENT_ROWS and not new_streams and not snaps:
+                # The common small append (an envelope and its audit record): one multi-row INSERT
+                # is its own transaction (autocommit) — atomic, and without BEGIN/COMMIT round trips.
+                if len(rows) == 1:
+                    cur.execute(_INSERT_LOG, rows[0])
+                else:
+                    cur.execute(_insert_rows(len(rows)), [v for row in rows for v in row])
                 return None
             cur.execute("BEGIN")
             if rows:
@@ -483,14 +512,14 @@ class SqliteStore(LogStore):
             if failed is None:
                 stats.appends += len(batch)
                 for op in batch:
-                    fut = op[3]
+                    fut = op[1]
                     if not fut.done():
                         fut.set_result(None)
                 return
             stats.conflicts += len(failed)
             stats.appends += len(batch) - len(failed)
             for i, op in enumerate(batch):
-                fut = op[3]
+                fut = op[1]
                 if not fut.done():
                     exc = failed.get(i)
                     if exc is None:
@@ -503,7 +532,7 @@ class SqliteStore(LogStore):
         self._last.clear()
         stats.failed_transactions += 1
         for i, op in enumerate(batch):
-            fut = op[3]
+            fut = op[1]
             if fut.done():
                 continue
             exc = failed.get(i) if failed is not None else None
