@@ -97,13 +97,13 @@ def audit_verify(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Re-hash the audit chain and every envelope it covers; exit 1 if anything was altered."""
-    from .demo import audit_report
+    from .hub.audit import verify_store
     from .store import SqliteStore
 
     async def run() -> int:
         store = SqliteStore.open_readonly(_db(data))
         try:
-            report = await audit_report(store)
+            report = await verify_store(store)
         finally:
             await store.close()
         if as_json:

@@ -8,7 +8,6 @@ durable SQLite log, turn enforcement, handoffs, auto-closes, audience addressing
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rich.table import Table
 from .agents import Agent, tool
 from .client import HubClient
 from .hub import Hub
-from .hub.audit import VerifyReport, verify
+from .hub.audit import verify_store
 from .link import LocalLink
 from .model.envelope import Envelope
 from .model.events import (
@@ -41,7 +40,7 @@ from .protocol.graph import (
     Transition,
     TransitionGraph,
 )
-from .store import LogStore, SqliteStore
+from .store import SqliteStore
 from .testing import TestConfig, ToolCall
 
 
@@ -259,7 +258,7 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
 
     reader = SqliteStore.open_readonly(data_dir / "accord.db")
     try:
-        report = await audit_report(reader)
+        report = await verify_store(reader)
     finally:
         await reader.close()
     result.audit_ok = report.ok
@@ -273,24 +272,3 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
     first = next(iter(result.channels.values()))
     console.print(f"Replay any channel from its log: [bold]accord replay {first}[/bold]")
     return result
-
-
-async def audit_report(store: LogStore) -> VerifyReport:
-    """Verify the whole audit chain of a store (used by the demo and ``accord audit verify``)."""
-
-    async def records() -> AsyncIterator[Envelope]:
-        after = 0
-        while True:
-            batch = await store.read("audit", after_seq=after, limit=5000)
-            if not batch:
-                return
-            for rec in batch:
-                yield rec
-            after = batch[-1].seq
-
-    async def fetch(stream: str, seq: int) -> Envelope | None:
-        got = await store.read(stream, after_seq=seq - 1, limit=1)
-        return got[0] if got and got[0].seq == seq else None
-
-    lengths = {s: await store.last_seq(s) for s in await store.streams() if s != "audit"}
-    return await verify(records(), fetch, lengths)

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from accord import Hub, SqliteStore
-from accord.demo import audit_report
+from accord.hub.audit import verify_store
 from accord.protocol.channel import replay
 from accord.protocol.registry import REGISTRY_STREAM, RegistryState, fold_registry
 
@@ -189,7 +189,7 @@ async def verify(db: Path, durability: str, totals: Totals, where: str) -> None:
         assert hub.registry.to_dict() == registry.to_dict(), f"{where}: registry snapshot + tail != fold"
 
         # --- the audit chain --------------------------------------------------------------------
-        report = await audit_report(store)
+        report = await verify_store(store)
         assert report.ok, f"{where}: audit chain problems: {report.problems}"
         totals.envelopes = len(stored)
         totals.channels = len(logs)

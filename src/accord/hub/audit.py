@@ -21,6 +21,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.events import HUB_SENDER
+from ..store.base import LogStore
 
 AUDIT_STREAM: Final = "audit"
 AU_ENVELOPE: Final = "audit.envelope"
@@ -148,3 +149,24 @@ async def verify(
             seen = covered.get(stream, 0)
             problem(f"stream {stream} has envelopes up to #{last} but the audit log covers #{seen}")
     return report
+
+
+async def verify_store(store: LogStore) -> VerifyReport:
+    """Verify the whole audit chain of a store, paging through it (``accord audit verify``)."""
+
+    async def records() -> AsyncIterator[Envelope]:
+        after = 0
+        while True:
+            batch = await store.read(AUDIT_STREAM, after_seq=after, limit=5000)
+            if not batch:
+                return
+            for rec in batch:
+                yield rec
+            after = batch[-1].seq
+
+    async def fetch(stream: str, seq: int) -> Envelope | None:
+        got = await store.read(stream, after_seq=seq - 1, limit=1)
+        return got[0] if got and got[0].seq == seq else None
+
+    lengths = {s: await store.last_seq(s) for s in await store.streams() if s != AUDIT_STREAM}
+    return await verify(records(), fetch, lengths)

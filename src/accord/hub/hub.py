@@ -98,6 +98,8 @@ class Endpoint(Protocol):
 
     def push(self, env: Envelope) -> None: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(eq=False)
 class Session:
@@ -247,6 +249,9 @@ class Hub:
                 for w in ch.waiters:
                     if not w.done():
                         w.set_exception(HubClosed("the hub closed"))
+            for endpoint in self._endpoints.values():
+                endpoint.close()  # connected clients drain what they have, then their dispatchers end
+            self._endpoints.clear()
             await self.store.close()
 
     @property
