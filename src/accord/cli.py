@@ -6,9 +6,15 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+from .model.errors import AccordError
+
+if TYPE_CHECKING:
+    from .store import SqliteStore
 
 app = typer.Typer(
     help="Accord: a self-hostable agent network with durable shared threads.",
@@ -21,14 +27,20 @@ app.add_typer(audit_app, name="audit")
 DATA_OPTION = typer.Option(Path("accord-data"), "--data", help="Data directory holding accord.db.")
 
 
-def _db(data: Path) -> Path:
+def _open_readonly(data: Path) -> SqliteStore:
+    """Open the store for reading, or exit 2 with a one-line error (never a traceback)."""
+    from .store import SqliteStore
+
     db = data / "accord.db"
+    err = Console(stderr=True)
     if not db.exists():
-        Console(stderr=True).print(
-            f"[red]error:[/red] no Accord store at {db} (run `accord demo` or pass --data)"
-        )
+        err.print(f"[red]error:[/red] no Accord store at {db} (run `accord demo` or pass --data)")
         raise typer.Exit(2)
-    return db
+    try:
+        return SqliteStore.open_readonly(db)
+    except AccordError as exc:
+        err.print(f"[red]error:[/red] cannot read {db}: {exc.message}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -56,10 +68,9 @@ def replay(
     """Print a channel's write-ahead log, and the state a fresh fold of it gives."""
     from .protocol import adapters as _adapters  # noqa: F401  (register built-in adapters)
     from .protocol.channel import replay as fold_all
-    from .store import SqliteStore
 
     async def run() -> int:
-        store = SqliteStore.open_readonly(_db(data))
+        store = _open_readonly(data)
         try:
             envs = await store.read(channel_id)
             if not envs:
@@ -98,10 +109,9 @@ def audit_verify(
 ) -> None:
     """Re-hash the audit chain and every envelope it covers; exit 1 if anything was altered."""
     from .hub.audit import verify_store
-    from .store import SqliteStore
 
     async def run() -> int:
-        store = SqliteStore.open_readonly(_db(data))
+        store = _open_readonly(data)
         try:
             report = await verify_store(store)
         finally:

@@ -78,7 +78,8 @@ class Agent:
         specs = [t.spec for t in self.tools.values()]
         messages = list(messages)
         for _ in range(self.max_tool_rounds + 1):
-            reply = await self.model.complete(ModelRequest(messages, specs, self.name))
+            # a snapshot: the model is shown the conversation as it is now, not as this list grows later
+            reply = await self.model.complete(ModelRequest(list(messages), specs, self.name))
             result.model = reply.model
             result.tokens_in += reply.tokens_in
             result.tokens_out += reply.tokens_out

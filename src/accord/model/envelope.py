@@ -50,8 +50,14 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"malformed envelope: expected an object, got {type(data).__name__}")
+        audience = data.get("audience")
+        if audience is not None and (
+            not isinstance(audience, list | tuple) or not all(isinstance(a, str) for a in audience)
+        ):
+            raise InvalidInput("malformed envelope: audience must be a list of participant ids")
         try:
-            audience = data.get("audience")
             return cls(
                 envelope_id=str(data["envelope_id"]),
                 channel_id=str(data["channel_id"]),
@@ -68,7 +74,11 @@ class Envelope:
 
     @classmethod
     def decode(cls, raw: bytes) -> Envelope:
-        env = cls.from_dict(orjson.loads(raw))
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"malformed envelope: not JSON ({exc})") from exc
+        env = cls.from_dict(data)
         env._json = bytes(raw)
         return env
 
