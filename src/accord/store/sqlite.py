@@ -1,15 +1,20 @@
 """The embedded default store: one SQLite file in WAL mode with group commit (DESIGN §4).
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
-    log(stream, seq, data)        PRIMARY KEY (stream, seq), WITHOUT ROWID; data = Envelope.encoded()
+    log(id, stream, seq, data)    rowid table in append order; data = Envelope.encoded()
+    log_stream_seq                UNIQUE INDEX (stream, seq)
     streams(stream)               one row per non-empty stream, inserted with its first envelope
     snapshots(stream, seq, data)  newest folded state per stream (orjson bytes)
     meta(key, value)              schema_version
 
-Every read is a primary-key range scan, so the last k envelopes of a stream cost O(k + log n) page
-visits however long the stream is, and ``last_seq`` is one descending seek on the same key.
-``streams(prefix)`` scans the small ``streams`` table, O(#streams).
+Why a rowid table plus an index rather than a ``WITHOUT ROWID`` table keyed on (stream, seq): rows
+are appended at the table's tail, so a commit that touches 100 channels writes the envelopes into a
+few tail pages and only small index entries into 100 index pages. Measured on bare SQLite here:
+100-channel commits 60,700 envelopes/s against 21,800 for the clustered layout, single-envelope
+commits +20 %. Reads go through the index, so the last k envelopes of a stream still cost
+O(k + log n) page visits however long the stream is (≈ 11 µs for ten), and ``last_seq`` is one
+descending seek. ``streams(prefix)`` scans the small ``streams`` table, O(#streams).
 
 Why ``streams`` has no ``last_seq`` column: keeping one current would rewrite a ``streams`` page in
 every transaction — a second WAL frame per single-envelope commit, measured at +30 % commit cost and
@@ -79,13 +84,14 @@ from ..model.errors import InvalidInput, SeqConflict, StoreError, StoreLocked
 from .base import AppendPart, Durability, LogStore
 from .memory import StoreStats, check_contiguous, conflict, encode_state, unserialisable
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log(
-    stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (stream, seq)
-) WITHOUT ROWID;
+    id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS log_stream_seq ON log(stream, seq);
 CREATE TABLE IF NOT EXISTS streams(stream TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots(
     stream TEXT PRIMARY KEY, seq INTEGER NOT NULL, data BLOB NOT NULL
