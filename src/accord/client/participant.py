@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("accord.client")
 
-_RECENT_PER_CHANNEL = 256
-_RECENT_CHANNELS = 1024
+_RECENT_PER_CHANNEL = 64
+_RECENT_CHANNELS = 256
 
 
 class ParticipantClient:
