@@ -17,7 +17,11 @@ from accord import (
     AccordError,
     AgentTarget,
     FromSpeaker,
+    Hub,
+    HubClient,
+    LocalLink,
     MemoryStore,
+    Passport,
     Proposal,
     TerminateTarget,
     Transition,
@@ -360,4 +364,34 @@ async def test_text_must_be_text() -> None:
     with pytest.raises(AccordError):
         await ch.send()
     assert await snapshot(hub, ch.channel_id) == before
+    await hub.close()
+
+
+async def test_malformed_proposals_are_refused_audited_and_append_nothing() -> None:
+    """A remote client can put anything in a proposal: each shape error is ``invalid_input``."""
+    hub = await Hub.open(MemoryStore(), ttl_sweep_interval=0)
+    link = LocalLink(hub)
+    alice = await HubClient(link, hub=hub).register_human(Passport(name="alice", kind="human"))
+    await HubClient(link, hub=hub).register_human(Passport(name="bob", kind="human"))
+    ch = await alice.open(type="conversation", target="bob")
+    session = alice.conn.session  # type: ignore[attr-defined]
+    before = await hub.store.last_seq(ch.channel_id)
+    bad = [
+        Proposal(ch.channel_id, "text", ["not", "a", "dict"], alice.agent_id),  # type: ignore[arg-type]
+        Proposal(ch.channel_id, "", {"text": "x"}, alice.agent_id),
+        Proposal(ch.channel_id, "x" * 65, {"text": "x"}, alice.agent_id),
+        Proposal(ch.channel_id, "text", {"text": "x"}, alice.agent_id, audience="bob"),  # type: ignore[arg-type]
+        Proposal(ch.channel_id, "text", {"text": {1, 2}}, alice.agent_id),  # a set: not JSON
+        Proposal(ch.channel_id, "text", {"text": "x"}, alice.agent_id, client_msg_id="c" * 300),
+    ]
+    for proposal in bad:
+        with pytest.raises(AccordError) as info:
+            await hub.submit(session, proposal)
+        assert info.value.code == "invalid_input", proposal
+    with pytest.raises(AccordError) as info:
+        await hub.submit(session, Proposal("thr_nope", "text", {"text": "x"}, alice.agent_id))
+    assert info.value.code == "not_found"
+    assert await hub.store.last_seq(ch.channel_id) == before
+    refusals = [e for e in await hub.store.read("audit") if e.event_type == "audit.refusal"]
+    assert [r.event_data["code"] for r in refusals[-7:]] == ["invalid_input"] * 6 + ["not_found"]
     await hub.close()

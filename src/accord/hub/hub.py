@@ -35,6 +35,7 @@ from ..model.errors import (
     AccordError,
     HubClosed,
     InboxFull,
+    InvalidInput,
     NameTaken,
     NotFound,
     PayloadTooLarge,
@@ -135,6 +136,28 @@ class _Channel:
         return self.settled_seq != 0 and self.durable_seq >= self.settled_seq
 
 
+_EVENT_TYPE_MAX = 64
+
+
+def _validate_proposal(p: Proposal) -> None:
+    """Shape checks every transport gets for free (a remote client may send anything)."""
+    if not isinstance(p.channel_id, str) or not p.channel_id:
+        raise InvalidInput("channel_id must be a non-empty string")
+    if not isinstance(p.sender_id, str) or not p.sender_id:
+        raise InvalidInput("sender_id must be a non-empty string")
+    if not isinstance(p.event_type, str) or not 0 < len(p.event_type) <= _EVENT_TYPE_MAX:
+        raise InvalidInput(f"event_type must be a string of 1 to {_EVENT_TYPE_MAX} characters")
+    if not isinstance(p.event_data, dict):
+        raise InvalidInput("event_data must be a JSON object")
+    if p.audience is not None and (
+        not isinstance(p.audience, list | tuple) or not all(isinstance(a, str) for a in p.audience)
+    ):
+        raise InvalidInput("audience must be a list of participant ids")
+    for label, value in (("causation_id", p.causation_id), ("client_msg_id", p.client_msg_id)):
+        if value is not None and (not isinstance(value, str) or len(value) > 256):
+            raise InvalidInput(f"{label} must be a string of at most 256 characters")
+
+
 class Hub:
     """Open with ``await Hub.open(store)``; close with ``await hub.close()``."""
 
@@ -148,6 +171,8 @@ class Hub:
         snapshot_every: int = 1000,
         default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
     ) -> None:
+        if max_payload_bytes < 1 or snapshot_every < 1:
+            raise InvalidInput("max_payload_bytes and snapshot_every must be positive")
         self.store = store
         self.clock = clock
         self.ttl_sweep_interval = ttl_sweep_interval
@@ -182,12 +207,16 @@ class Hub:
         clock: Callable[[], float] | None = None,
         arbiters: Iterable[HubArbiter] = (),
         listeners: Iterable[HubListener] = (),
-        **options: Any,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        snapshot_every: int = 1000,
+        default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
     ) -> Hub:
         """Open a hub on ``store`` (a LogStore, a SQLite path, ``"memory"``, or None for memory).
 
         Restart is this same call: the registry and audit chain are folded from the newest snapshot
-        plus the tail; channels are folded lazily on first use.
+        plus the tail; channels are folded lazily on first use. ``ttl_sweep_interval=0`` disables the
+        background sweeper (call ``await hub.sweep()`` yourself); ``clock`` returns seconds and drives
+        every timestamp, TTL, expectation and rate limit.
         """
         from ..store import open_store
 
@@ -195,7 +224,14 @@ class Hub:
             store = "memory"
         if not isinstance(store, LogStore):
             store = open_store(store)
-        hub = cls(store, clock=clock or time.time, ttl_sweep_interval=ttl_sweep_interval, **options)
+        hub = cls(
+            store,
+            clock=clock or time.time,
+            ttl_sweep_interval=ttl_sweep_interval,
+            max_payload_bytes=max_payload_bytes,
+            snapshot_every=snapshot_every,
+            default_ack_timeout=default_ack_timeout,
+        )
         hub.arbiters.extend(arbiters)
         hub.listeners.extend(listeners)
         await hub._recover()
@@ -495,7 +531,12 @@ class Hub:
     async def submit(self, session: Session, proposal: Proposal) -> Envelope:
         """The submit pipeline (module docstring). Returns the stamped envelope once it is durable."""
         self._ensure_open()
-        ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
+        try:
+            _validate_proposal(proposal)
+            ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
+        except AccordError as err:
+            await self._refuse(err, actor=str(proposal.sender_id), action="send", channel_id=None)
+            raise
         state = ch.state
         try:
             self._require_actor(session, proposal.sender_id)
@@ -517,9 +558,13 @@ class Hub:
             self.rules.check_send(state, proposal, now)
             check(state, proposal)
             env = self._stamp(state, proposal)
-            if len(env.encoded()) > self.max_payload_bytes:
+            try:
+                size = len(env.encoded())
+            except TypeError as exc:
+                raise InvalidInput(f"event_data is not JSON-serialisable: {exc}") from None
+            if size > self.max_payload_bytes:
                 raise PayloadTooLarge(
-                    f"envelope is {len(env.encoded())} bytes; the limit is {self.max_payload_bytes}",
+                    f"envelope is {size} bytes; the limit is {self.max_payload_bytes}",
                     details={"limit": self.max_payload_bytes},
                 )
             self._check_inboxes(ch, env)
