@@ -107,7 +107,7 @@ async def build_history(db: Path, channels: int, per_channel: int, console: Cons
     cids = [(await a.open(type="thread", target=["reader"])).channel_id for _ in range(channels)]
     total = 0
     t0 = time.perf_counter()
-    per_round = max(1, 20_000 // channels)
+    per_round = max(1, 2_000 // channels)  # bounded bursts: peak RSS should reflect the hub, not this loop
     sent = 0
     while sent < per_channel:
         k = min(per_round, per_channel - sent)

@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -170,9 +171,11 @@ class Hub:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         snapshot_every: int = 1000,
         default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
+        max_loaded_channels: int = 50_000,
     ) -> None:
-        if max_payload_bytes < 1 or snapshot_every < 1:
-            raise InvalidInput("max_payload_bytes and snapshot_every must be positive")
+        if max_payload_bytes < 1 or snapshot_every < 1 or max_loaded_channels < 1:
+            raise InvalidInput("max_payload_bytes, snapshot_every and max_loaded_channels must be positive")
+        self.max_loaded_channels = max_loaded_channels
         self.store = store
         self.clock = clock
         self.ttl_sweep_interval = ttl_sweep_interval
@@ -186,7 +189,8 @@ class Hub:
         self._audit = AuditChain()
         self._registry_last = 0
         self._registry_since_snapshot = 0
-        self._channels: dict[str, _Channel] = {}
+        # loaded channel states, least recently used first; idle ones beyond the cap are evicted
+        self._channels: OrderedDict[str, _Channel] = OrderedDict()
         self._loading: dict[str, asyncio.Future[_Channel]] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._attached_by: dict[str, Session] = {}
@@ -210,6 +214,7 @@ class Hub:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         snapshot_every: int = 1000,
         default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
+        max_loaded_channels: int = 50_000,
     ) -> Hub:
         """Open a hub on ``store`` (a LogStore, a SQLite path, ``"memory"``, or None for memory).
 
@@ -231,6 +236,7 @@ class Hub:
             max_payload_bytes=max_payload_bytes,
             snapshot_every=snapshot_every,
             default_ack_timeout=default_ack_timeout,
+            max_loaded_channels=max_loaded_channels,
         )
         hub.arbiters.extend(arbiters)
         hub.listeners.extend(listeners)
@@ -502,7 +508,7 @@ class Hub:
         opened = Envelope(new_id("env"), cid, 1, now, EV_CHANNEL_OPENED, data, initiator)
         state = fold(None, opened)
         ch = _Channel(state)
-        self._channels[cid] = ch
+        self._remember_channel(cid, ch)
         envs = [opened]
         if state.status == STATUS_INVITED:
             invite = Envelope(
@@ -534,6 +540,7 @@ class Hub:
         try:
             _validate_proposal(proposal)
             ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
+            self._channels.move_to_end(proposal.channel_id)
         except AccordError as err:
             await self._refuse(err, actor=str(proposal.sender_id), action="send", channel_id=None)
             raise
@@ -731,7 +738,7 @@ class Hub:
             self._loading[channel_id] = loading
             try:
                 loaded = await self._load(channel_id)
-                self._channels[channel_id] = loaded
+                self._remember_channel(channel_id, loaded)
                 loading.set_result(loaded)
             except BaseException as exc:
                 loading.set_exception(exc)
@@ -741,6 +748,34 @@ class Hub:
                 del self._loading[channel_id]
             return loaded
         return await loading
+
+    def _remember_channel(self, channel_id: str, ch: _Channel) -> None:
+        """Keep a loaded channel; past ``max_loaded_channels`` evict the least recently used idle ones.
+
+        Idle = everything folded is durable, nobody waits on it, no retry is in flight. Its state is
+        snapshotted on the way out, so reloading it reads the snapshot and an empty tail.
+        """
+        channels = self._channels
+        channels[channel_id] = ch
+        excess = len(channels) - self.max_loaded_channels
+        if excess <= 0:
+            return
+        for cid in list(islice(channels, excess + 16)):  # the oldest few; a busy one is skipped
+            if excess <= 0:
+                break
+            victim = channels[cid]
+            state = victim.state
+            if (
+                cid == channel_id
+                or victim.waiters
+                or victim.durable_seq != state.last_seq
+                or any(not isinstance(v, Envelope) for v in victim.dedup.values())
+            ):
+                continue
+            if victim.since_snapshot:
+                self._background(self.store.put_snapshot(cid, state.last_seq, state.to_dict()))
+            del channels[cid]
+            excess -= 1
 
     async def _load(self, channel_id: str) -> _Channel:
         """Fold a channel from its newest snapshot plus the tail of its log."""
