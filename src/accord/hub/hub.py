@@ -848,13 +848,11 @@ class Hub:
             audits.extend(self._audit.envelope(e, REGISTRY_STREAM) for e in reg_envs)
         parts.append((AUDIT_STREAM, audits, audits[0].seq - 1))
         ch.since_snapshot += len(envs)
-        stored = self.store.append_group(parts)
         # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
         # is cancelled while waiting for its ack must not leave a durable envelope undelivered.
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def durable(fut: asyncio.Future[None]) -> None:
-            failure = fut.exception() if not fut.cancelled() else StoreError("the append was cancelled")
+        def durable(failure: BaseException | None) -> None:
             if failure is not None:
                 self._store_failed(cid, failure)
                 err = failure if isinstance(failure, AccordError) else StoreError(f"append failed: {failure}")
@@ -863,11 +861,13 @@ class Hub:
                 return
             try:
                 self._after_commit(ch, envs, observations)
+            except Exception:
+                log.exception("fan-out failed after a durable commit in %s", cid)
             finally:
                 if not ack.done():
                     ack.set_result(None)
 
-        stored.add_done_callback(durable)  # type: ignore[attr-defined]
+        self.store.append_group(parts, durable)
         await ack
 
     def _after_commit(self, ch: _Channel, envs: list[Envelope], observations: list[tuple[str, bool]]) -> None:

@@ -15,7 +15,7 @@ snapshot per stream. It knows nothing of channels or adapters. Its promises:
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from ..model.envelope import Envelope
@@ -23,6 +23,8 @@ from ..model.envelope import Envelope
 Durability = Literal["process", "power"]
 #: (stream, envelopes, expected_last_seq)
 AppendPart = tuple[str, Sequence[Envelope], int]
+#: called with None once durable, or with the error; see ``append_group``
+OnDone = Callable[[BaseException | None], None]
 
 
 class LogStore(abc.ABC):
@@ -41,9 +43,13 @@ class LogStore(abc.ABC):
         return self.append_group([(stream, envelopes, expected_last_seq)])
 
     @abc.abstractmethod
-    def append_group(self, parts: Sequence[AppendPart]) -> Awaitable[None]:
+    def append_group(self, parts: Sequence[AppendPart], on_done: OnDone | None = None) -> Awaitable[None]:
         """Append to several streams all-or-nothing: one future; if any part's compare-and-set fails,
         no part is written. The hub uses it so that an envelope never lands without its audit record.
+
+        ``on_done(error_or_None)`` is called once, on the loop thread, when the outcome is known —
+        before the future completes, and by a durable store in the same loop iteration as its commit,
+        which saves the hub a loop iteration per envelope. It must not raise or block.
         """
 
     @abc.abstractmethod

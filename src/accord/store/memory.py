@@ -22,7 +22,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError
-from .base import AppendPart, LogStore
+from .base import AppendPart, LogStore, OnDone
 
 
 @dataclass(slots=True)
@@ -104,8 +104,19 @@ class MemoryStore(LogStore):
     def _end_tick(self) -> None:
         self._tick_open = False
 
-    def append_group(self, parts: Sequence[AppendPart]) -> asyncio.Future[None]:
+    def append_group(
+        self, parts: Sequence[AppendPart], on_done: OnDone | None = None
+    ) -> asyncio.Future[None]:
+        """Applied at once; ``on_done`` runs on the next loop iteration, so a sender still yields."""
         loop = self._begin()
+        fut = self._append_now(loop, parts)
+        if on_done is not None:
+            loop.call_soon(on_done, fut.exception())
+        return fut
+
+    def _append_now(
+        self, loop: asyncio.AbstractEventLoop, parts: Sequence[AppendPart]
+    ) -> asyncio.Future[None]:
         for stream, envelopes, expected_last_seq in parts:
             check_contiguous(stream, envelopes, expected_last_seq)
             try:

@@ -81,7 +81,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError, StoreLocked
-from .base import AppendPart, Durability, LogStore
+from .base import AppendPart, Durability, LogStore, OnDone
 from .memory import StoreStats, check_contiguous, conflict, encode_state, unserialisable
 
 SCHEMA_VERSION: Final = 2
@@ -102,6 +102,22 @@ _INSERT_LOG: Final = "INSERT INTO log(stream, seq, data) VALUES (?, ?, ?)"
 _NEW_STREAM: Final = "INSERT INTO streams(stream) VALUES (?)"
 _ONE_STATEMENT_ROWS: Final = 32
 _INSERT_ROWS: dict[int, str] = {}
+
+
+def _complete(op: _Op, exc: BaseException | None) -> None:
+    """Finish one queued op: run its ``on_done`` inline (the hub fans out in the same loop iteration
+    as the commit), then complete its future. A failing callback must not stop the batch."""
+    fut, on_done = op[1], op[3]
+    if on_done is not None:
+        try:
+            on_done(exc)
+        except Exception:  # the callback's owner logs its own errors; the store keeps going
+            pass
+    if not fut.done():
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
 
 
 def _insert_rows(n: int) -> str:
@@ -138,8 +154,8 @@ _PAGE_CACHE_KIB: Final = 16 * 1024
 # (stream, seq, data) ready for executemany; (stream, None, seq, future, data) for a snapshot.
 _Row = tuple[str, int, bytes]
 _Part = tuple[str, "list[_Row]", int]  # (stream, rows, expected_last_seq)
-# an append group (parts, future, None) or a snapshot (None, future, (stream, seq, data))
-_Op = tuple["list[_Part] | None", "asyncio.Future[None]", "tuple[str, int, bytes] | None"]
+# an append group (parts, future, None, on_done) or a snapshot (None, future, (stream, seq, data), None)
+_Op = tuple["list[_Part] | None", "asyncio.Future[None]", "tuple[str, int, bytes] | None", "OnDone | None"]
 
 
 def _lock_path(path: Path) -> Path:
@@ -323,7 +339,9 @@ class SqliteStore(LogStore):
             )
 
     # --- writes ------------------------------------------------------------------------------------
-    def append_group(self, parts: Sequence[AppendPart]) -> asyncio.Future[None]:
+    def append_group(
+        self, parts: Sequence[AppendPart], on_done: OnDone | None = None
+    ) -> asyncio.Future[None]:
         """Queue the group for this tick's group commit and return its future (see ``LogStore``).
 
         Raises at once — nothing is queued — ``InvalidInput`` for seqs that do not continue
@@ -349,7 +367,7 @@ class SqliteStore(LogStore):
                 raise unserialisable(stream, exc) from exc
             planned.append((stream, rows, expected_last_seq))
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((planned, fut, None))
+        self._pending.append((planned, fut, None, on_done))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -364,7 +382,7 @@ class SqliteStore(LogStore):
             self._bind(loop)
         data = encode_state(stream, state)
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((None, fut, (stream, seq, data)))
+        self._pending.append((None, fut, (stream, seq, data), None))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -392,7 +410,7 @@ class SqliteStore(LogStore):
         snaps: list[tuple[str, int, bytes]] = []
         failed: dict[int, SeqConflict] | None = None
         try:
-            for i, (group, _fut, snap) in enumerate(batch):
+            for i, (group, _fut, snap, _done) in enumerate(batch):
                 if group is None:
                     assert snap is not None
                     snaps.append(snap)
@@ -518,34 +536,24 @@ class SqliteStore(LogStore):
             if failed is None:
                 stats.appends += len(batch)
                 for op in batch:
-                    fut = op[1]
-                    if not fut.done():
-                        fut.set_result(None)
+                    _complete(op, None)
                 return
             stats.conflicts += len(failed)
             stats.appends += len(batch) - len(failed)
             for i, op in enumerate(batch):
-                fut = op[1]
-                if not fut.done():
-                    exc = failed.get(i)
-                    if exc is None:
-                        fut.set_result(None)
-                    else:
-                        fut.set_exception(exc)
+                _complete(op, failed.get(i))
             return
         # The transaction failed and was rolled back: nothing in it is durable. Forget cached seqs
         # (they counted this batch) so the next batch re-reads the committed state.
         self._last.clear()
         stats.failed_transactions += 1
         for i, op in enumerate(batch):
-            fut = op[1]
-            if fut.done():
-                continue
             exc = failed.get(i) if failed is not None else None
-            fut.set_exception(
+            _complete(
+                op,
                 exc
                 if exc is not None
-                else StoreError(f"write to {self._path} failed: {error}", details={"path": str(self._path)})
+                else StoreError(f"write to {self._path} failed: {error}", details={"path": str(self._path)}),
             )
         stats.conflicts += len(failed or ())
 
