@@ -222,6 +222,11 @@ class ParticipantClient:
     async def handle(self, env: Envelope) -> None:
         """Called for every delivered envelope, in order."""
 
+    async def unregister(self) -> None:
+        """Leave the network for good: the name is freed and the identity can no longer act."""
+        await self.conn.unregister(self.agent_id)
+        await self.close()
+
     async def close(self) -> None:
         if self._closed:
             return
