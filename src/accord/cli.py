@@ -1,19 +1,22 @@
-"""The ``accord`` command line: demo, replay, audit verify (more commands arrive with the server)."""
+"""The ``accord`` command line: demo, replay, audit verify, orgs, keys (serve arrives with the server)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from .model.errors import AccordError
+from .model.errors import AccordError, NotFound
+from .model.records import KeyScope
 
 if TYPE_CHECKING:
+    from .hub import Hub
     from .store import SqliteStore
 
 app = typer.Typer(
@@ -23,6 +26,10 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Inspect the hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+orgs_app = typer.Typer(help="Organizations: create one and get its first admin key.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
+keys_app = typer.Typer(help="API keys: list, create, revoke (secrets are shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 DATA_OPTION = typer.Option(Path("accord-data"), "--data", help="Data directory holding accord.db.")
 
@@ -144,6 +151,138 @@ def audit_verify(
         return 0 if report.ok else 1
 
     raise typer.Exit(asyncio.run(run()))
+
+
+def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]]) -> int:
+    """Open the hub on the data directory's store (taking its lock), run ``action``, close.
+
+    Used by commands that write the registry before (or without) a running server; while a server
+    holds the store they fail with a clear ``store_locked`` message instead of racing it.
+    """
+    from .hub import Hub
+    from .store import SqliteStore
+
+    async def run() -> int:
+        try:
+            store = SqliteStore(data / "accord.db")
+        except AccordError as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
+            return 2
+        hub = await Hub.open(store, ttl_sweep_interval=0)
+        try:
+            return await action(hub)
+        except AccordError as exc:
+            Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
+            return 2
+        finally:
+            await hub.close()
+
+    return asyncio.run(run())
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: str = typer.Argument(..., help="The organization's display name (unique on this hub)."),
+    data: Path = DATA_OPTION,
+    as_json: bool = typer.Option(False, "--json", help='Print {"org_id", "api_key"} on one line.'),
+) -> None:
+    """Create an organization and print its first admin API key — once; it is stored only as a hash."""
+    data.mkdir(parents=True, exist_ok=True)
+
+    async def act(hub: Hub) -> int:
+        org, secret = await hub.create_org(name)
+        if as_json:
+            print(json.dumps({"org_id": org.org_id, "api_key": secret}))
+        else:
+            console = Console()
+            console.print(f"created organization [bold]{org.name}[/bold] ({org.org_id})")
+            console.print(f"admin API key (shown once, keep it safe): [bold]{secret}[/bold]")
+        return 0
+
+    raise typer.Exit(_with_hub(data, act))
+
+
+@orgs_app.command("list")
+def orgs_list(data: Path = DATA_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the organizations on this hub."""
+
+    async def act(hub: Hub) -> int:
+        orgs = sorted(hub.registry.orgs.values(), key=lambda o: o.created_at)
+        if as_json:
+            print(json.dumps([o.to_dict() for o in orgs]))
+        else:
+            for org in orgs:
+                print(f"{org.org_id}  {org.name}")
+        return 0
+
+    raise typer.Exit(_with_hub(data, act))
+
+
+ORG_OPTION = typer.Option(..., "--org", help="The organization id (org_…).")
+
+
+@keys_app.command("list")
+def keys_list(
+    org: str = ORG_OPTION, data: Path = DATA_OPTION, as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List an organization's keys (never their secrets)."""
+
+    async def act(hub: Hub) -> int:
+        if org not in hub.registry.orgs:
+            raise NotFound(f"unknown organization {org}")
+        keys = hub.list_keys(org)
+        if as_json:
+            print(json.dumps([k.public() for k in keys]))
+        else:
+            for k in keys:
+                state = "revoked" if not k.active else "active"
+                who = f" for {k.subject}" if k.subject else ""
+                print(f"{k.key_id}  {k.hint}…  {k.scope}{who}  {state}  {k.label}")
+        return 0
+
+    raise typer.Exit(_with_hub(data, act))
+
+
+@keys_app.command("create")
+def keys_create(
+    org: str = ORG_OPTION,
+    agent: str | None = typer.Option(None, "--agent", help="Scope the key to one agent (agt_…)."),
+    user: str | None = typer.Option(None, "--user", help="Scope the key to one person (usr_…)."),
+    label: str = typer.Option("", "--label", help="A note to tell keys apart."),
+    data: Path = DATA_OPTION,
+    as_json: bool = typer.Option(False, "--json", help='Print {"key_id", "api_key"} on one line.'),
+) -> None:
+    """Create an API key: org admin by default, or scoped to one agent or one person."""
+    if agent and user:
+        Console(stderr=True).print("[red]error:[/red] a key is scoped to --agent or --user, not both")
+        raise typer.Exit(2)
+    scope: KeyScope = "agent" if agent else "user" if user else "admin"
+
+    async def act(hub: Hub) -> int:
+        key, secret = await hub.create_key(org, scope, agent or user, label)
+        if as_json:
+            print(json.dumps({"key_id": key.key_id, "api_key": secret}))
+        else:
+            print(f"created {scope} key {key.key_id}; secret (shown once): {secret}")
+        return 0
+
+    raise typer.Exit(_with_hub(data, act))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="The key id (key_…)."),
+    org: str = ORG_OPTION,
+    data: Path = DATA_OPTION,
+) -> None:
+    """Revoke a key at once: every request made with it is refused from now on."""
+
+    async def act(hub: Hub) -> int:
+        await hub.revoke_key(org, key_id)
+        print(f"revoked {key_id}")
+        return 0
+
+    raise typer.Exit(_with_hub(data, act))
 
 
 def main() -> None:

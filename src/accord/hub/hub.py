@@ -42,6 +42,7 @@ from ..model.errors import (
     PayloadTooLarge,
     StoreError,
     Timeout,
+    Unauthenticated,
     UnknownTarget,
 )
 from ..model.events import (
@@ -56,6 +57,7 @@ from ..model.events import (
 )
 from ..model.identity import DEFAULT_ORG, Observed, Passport, Resume, Rule
 from ..model.ids import new_id
+from ..model.records import KEY_SCOPES, ApiKey, KeyScope, Org, check_org_name, key_hash, new_key_secret
 from ..protocol import adapters as _builtin_adapters  # noqa: F401  (registers the built-in adapters)
 from ..protocol.channel import (
     REASON_EXPLICIT,
@@ -75,7 +77,10 @@ from ..protocol.registry import (
     REGISTRY_STREAM,
     RG_CHANNEL_CLOSED,
     RG_CHANNEL_OPENED,
+    RG_KEY_CREATED,
+    RG_KEY_REVOKED,
     RG_OBSERVED,
+    RG_ORG_CREATED,
     RG_REGISTERED,
     RG_UNREGISTERED,
     RG_UPDATED,
@@ -105,14 +110,26 @@ class Endpoint(Protocol):
 
 @dataclass(eq=False)
 class Session:
-    """One authenticated connection. A session may act only for the participants it registered."""
+    """One authenticated connection and what it may act for.
+
+    ``scope`` is ``local`` for in-process links (trusted code in the hub's own process), or the scope
+    of the API key it authenticated with: ``admin`` acts for any participant of its org, ``agent`` and
+    ``user`` only for their ``subject``. A session always acts for participants it registered.
+    """
 
     session_id: str
     org_id: str = DEFAULT_ORG
     agents: set[str] = field(default_factory=set)
+    scope: str = "local"
+    subject: str | None = None
+    key_id: str | None = None
 
     def acts_for(self, agent_id: str) -> bool:
-        return agent_id in self.agents
+        return agent_id in self.agents or agent_id == self.subject
+
+    @property
+    def may_administer(self) -> bool:
+        return self.scope in ("local", "admin")
 
 
 @dataclass(eq=False)
@@ -312,7 +329,85 @@ class Hub:
     # --- sessions & registry ------------------------------------------------------------------
 
     def new_session(self, org_id: str = DEFAULT_ORG) -> Session:
+        """A trusted in-process session (LocalLink): no key, acts for what it registers."""
         return Session(new_id("hub"), org_id)
+
+    # --- orgs & API keys --------------------------------------------------------------------------
+
+    async def create_org(self, name: str) -> tuple[Org, str]:
+        """Create an organization and its first admin key; returns the org and the key's secret.
+
+        The secret exists only in this return value: the registry keeps its hash.
+        """
+        self._ensure_open()
+        name = check_org_name(name)
+        if name in self.registry.org_by_name:
+            raise NameTaken(f"an organization named {name!r} already exists", details={"name": name})
+        org = Org(new_id("org"), name, self.clock())
+        key, secret = self._new_key(org.org_id, "admin", None, "first admin key")
+        await self._registry_write([(RG_ORG_CREATED, org.to_dict()), (RG_KEY_CREATED, key.to_dict())])
+        return org, secret
+
+    async def create_key(
+        self, org_id: str, scope: KeyScope = "admin", subject: str | None = None, label: str = ""
+    ) -> tuple[ApiKey, str]:
+        """A new key for ``org_id``; ``agent``/``user`` keys name the participant they act for."""
+        self._ensure_open()
+        if org_id not in self.registry.orgs:
+            raise NotFound(f"unknown organization {org_id}")
+        if scope not in KEY_SCOPES:
+            raise InvalidInput(f"a key's scope is one of {', '.join(KEY_SCOPES)}, not {scope!r}")
+        if scope == "admin":
+            if subject is not None:
+                raise InvalidInput("an admin key acts for its whole org; it takes no subject")
+        else:
+            member = self.registry.members.get(subject or "")
+            if member is None or member.passport.org_id != org_id or not member.active:
+                raise NotFound(f"no participant {subject!r} in this organization")
+            want = "human" if scope == "user" else "agent"
+            if member.passport.kind != want:
+                raise InvalidInput(f"a {scope} key acts for a {want}; {subject} is a {member.passport.kind}")
+        if not isinstance(label, str) or len(label) > 200:
+            raise InvalidInput("a key's label is a string of at most 200 characters")
+        key, secret = self._new_key(org_id, scope, subject, label)
+        await self._registry_write([(RG_KEY_CREATED, key.to_dict())])
+        return key, secret
+
+    def _new_key(self, org_id: str, scope: KeyScope, subject: str | None, label: str) -> tuple[ApiKey, str]:
+        secret = new_key_secret()
+        key = ApiKey(
+            key_id=new_id("key"),
+            org_id=org_id,
+            scope=scope,
+            subject=subject,
+            hash=key_hash(secret),
+            hint=secret[:7],
+            label=label,
+            created_at=self.clock(),
+        )
+        return key, secret
+
+    async def revoke_key(self, org_id: str, key_id: str) -> None:
+        """Revoke a key of ``org_id`` (another org's key looks unknown). Revoking twice is a no-op."""
+        self._ensure_open()
+        key = self.registry.keys.get(key_id)
+        if key is None or key.org_id != org_id:
+            raise NotFound(f"unknown key {key_id}")
+        if key.active:
+            await self._registry_write([(RG_KEY_REVOKED, {"key_id": key_id, "revoked_at": self.clock()})])
+
+    def list_keys(self, org_id: str) -> list[ApiKey]:
+        return sorted(
+            (k for k in self.registry.keys.values() if k.org_id == org_id), key=lambda k: k.created_at
+        )
+
+    def authenticate(self, secret: str) -> Session:
+        """The session an API key opens, or ``unauthenticated`` (unknown, malformed or revoked key)."""
+        key_id = self.registry.key_by_hash.get(key_hash(secret)) if isinstance(secret, str) else None
+        key = self.registry.keys.get(key_id) if key_id else None
+        if key is None or not key.active:
+            raise Unauthenticated("invalid or revoked API key")
+        return Session(new_id("hub"), key.org_id, scope=key.scope, subject=key.subject, key_id=key.key_id)
 
     def end_session(self, session: Session) -> None:
         for agent_id in list(session.agents):
@@ -342,7 +437,11 @@ class Hub:
         )
         existing = self.registry.lookup(session.org_id, passport.name)
         if existing is not None:
+            if not session.may_administer and session.subject != existing.passport.agent_id:
+                raise AccessDenied(f"this key cannot act as {passport.name!r}")
             return await self._attach(session, existing.passport.agent_id, endpoint, resume, rule)
+        if not session.may_administer:
+            raise AccessDenied("only an org admin key can register new participants")
         try:
             for arb in self.arbiters:
                 arb.check_register(passport)
@@ -447,8 +546,13 @@ class Hub:
         self._observed_dirty.add(agent_id)
 
     def _require_actor(self, session: Session, agent_id: str) -> None:
-        if not session.acts_for(agent_id):
-            raise AccessDenied(f"this connection does not act for {agent_id}")
+        if session.acts_for(agent_id):
+            return
+        if session.scope == "admin":
+            member = self.registry.members.get(agent_id)
+            if member is not None and member.active and member.passport.org_id == session.org_id:
+                return
+        raise AccessDenied(f"this connection does not act for {agent_id}")
 
     def _resolve(self, org_id: str, target: str) -> str:
         if target in self.registry.members and self.registry.members[target].active:

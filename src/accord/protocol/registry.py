@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from ..model.envelope import Envelope
 from ..model.identity import Observed, Passport, Resume, Rule
+from ..model.records import ApiKey, Org
 
 REGISTRY_STREAM: Final = "registry"
 
@@ -22,6 +23,9 @@ RG_UNREGISTERED: Final = "passport.unregistered"
 RG_OBSERVED: Final = "resume.observed"
 RG_CHANNEL_OPENED: Final = "channel.indexed"
 RG_CHANNEL_CLOSED: Final = "channel.unindexed"
+RG_ORG_CREATED: Final = "org.created"
+RG_KEY_CREATED: Final = "key.created"
+RG_KEY_REVOKED: Final = "key.revoked"
 
 
 @dataclass(slots=True)
@@ -88,6 +92,10 @@ class RegistryState:
     by_name: dict[tuple[str, str], str] = field(default_factory=dict)
     open_channels: dict[str, OpenChannel] = field(default_factory=dict)
     open_count: dict[str, int] = field(default_factory=dict)
+    orgs: dict[str, Org] = field(default_factory=dict)
+    org_by_name: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    key_by_hash: dict[str, str] = field(default_factory=dict)
     last_seq: int = 0
 
     def lookup(self, org_id: str, name: str) -> Member | None:
@@ -98,6 +106,8 @@ class RegistryState:
         return {
             "members": {k: m.to_dict() for k, m in self.members.items()},
             "open_channels": {k: c.to_dict() for k, c in self.open_channels.items()},
+            "orgs": {k: o.to_dict() for k, o in self.orgs.items()},
+            "keys": {k: key.to_dict() for k, key in self.keys.items()},
             "last_seq": self.last_seq,
         }
 
@@ -111,6 +121,10 @@ class RegistryState:
                 state.by_name[(member.passport.org_id, member.passport.name)] = agent_id
         for raw in dict(data.get("open_channels") or {}).values():
             _index_open(state, OpenChannel.from_dict(raw))
+        for raw in dict(data.get("orgs") or {}).values():
+            _index_org(state, Org.from_dict(raw))
+        for raw in dict(data.get("keys") or {}).values():
+            _index_key(state, ApiKey.from_dict(raw))
         return state
 
 
@@ -118,6 +132,19 @@ def _index_open(state: RegistryState, ch: OpenChannel) -> None:
     state.open_channels[ch.channel_id] = ch
     for p in ch.participants:
         state.open_count[p] = state.open_count.get(p, 0) + 1
+
+
+def _index_org(state: RegistryState, org: Org) -> None:
+    state.orgs[org.org_id] = org
+    state.org_by_name[org.name] = org.org_id
+
+
+def _index_key(state: RegistryState, key: ApiKey) -> None:
+    state.keys[key.key_id] = key
+    if key.active:
+        state.key_by_hash[key.hash] = key.key_id
+    else:
+        state.key_by_hash.pop(key.hash, None)
 
 
 def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
@@ -155,6 +182,15 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
             observed_member = state.members.get(agent_id)
             if observed_member is not None:
                 observed_member.resume.observed = Observed.from_dict(raw)
+    elif et == RG_ORG_CREATED:
+        _index_org(state, Org.from_dict(d))
+    elif et == RG_KEY_CREATED:
+        _index_key(state, ApiKey.from_dict(d))
+    elif et == RG_KEY_REVOKED:
+        revoked = state.keys.get(d["key_id"])
+        if revoked is not None and revoked.active:
+            revoked.revoked_at = float(d["revoked_at"])
+            _index_key(state, revoked)
     elif et == RG_CHANNEL_OPENED:
         _index_open(state, OpenChannel.from_dict(d))
     elif et == RG_CHANNEL_CLOSED:
