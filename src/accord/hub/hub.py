@@ -34,12 +34,14 @@ from ..model.envelope import Envelope, Proposal
 from ..model.errors import (
     AccessDenied,
     AccordError,
+    ChannelClosed,
     HubClosed,
     InboxFull,
     InvalidInput,
     NameTaken,
     NotFound,
     PayloadTooLarge,
+    ProtocolViolation,
     StoreError,
     Timeout,
     Unauthenticated,
@@ -51,6 +53,8 @@ from ..model.events import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_OPENED,
     EV_EXPECTATION_VIOLATED,
+    EV_PARTICIPANT_ADDED,
+    EV_PARTICIPANT_REMOVED,
     HUB_SENDER,
     STATUS_INVITED,
     TURN_EVENTS,
@@ -76,6 +80,7 @@ from ..protocol.expectations import due, next_deadline
 from ..protocol.registry import (
     REGISTRY_STREAM,
     RG_CHANNEL_CLOSED,
+    RG_CHANNEL_MEMBERS,
     RG_CHANNEL_OPENED,
     RG_KEY_CREATED,
     RG_KEY_REVOKED,
@@ -622,6 +627,52 @@ class Hub:
         await self._commit(ch, envs, 0)
         return state
 
+    async def add_participant(
+        self, session: Session, channel_id: str, participant_id: str
+    ) -> Envelope | None:
+        """Add a participant to a channel whose adapter allows it (a team thread when someone joins
+        the team). They see the whole history from then on. Adding a present participant is a no-op."""
+        return await self._change_participant(session, channel_id, participant_id, EV_PARTICIPANT_ADDED)
+
+    async def remove_participant(
+        self, session: Session, channel_id: str, participant_id: str
+    ) -> Envelope | None:
+        """Remove a participant (someone left the team): they can no longer send or receive."""
+        return await self._change_participant(session, channel_id, participant_id, EV_PARTICIPANT_REMOVED)
+
+    async def _change_participant(
+        self, session: Session, channel_id: str, participant_id: str, event_type: str
+    ) -> Envelope | None:
+        self._ensure_open()
+        ch = await self._channel(channel_id)
+        state = ch.state
+        try:
+            if not session.may_administer:
+                raise AccessDenied("only an org admin can change who takes part in a channel")
+            if not get_adapter(state.adapter).dynamic_membership:
+                raise ProtocolViolation(
+                    f"the participants of a {state.adapter!r} channel are fixed when it opens"
+                )
+            if not state.is_open:
+                raise ChannelClosed(f"channel {channel_id} is {state.status}")
+            member = self.registry.members.get(participant_id)
+            if member is None or not member.active:
+                raise UnknownTarget(
+                    f"unknown participant {participant_id!r}", details={"target": participant_id}
+                )
+        except AccordError as err:
+            await self._refuse(err, actor=session.session_id, action=event_type, channel_id=channel_id)
+            raise
+        adding = event_type == EV_PARTICIPANT_ADDED
+        if (participant_id in state.participants) == adding:
+            return None
+        data = {"participant": participant_id, "name": member.passport.name}
+        env = Envelope(
+            new_id("env"), channel_id, state.last_seq + 1, self.clock(), event_type, data, HUB_SENDER
+        )
+        await self._commit(ch, [env], env.seq - 1)
+        return env
+
     async def wait_active(self, channel_id: str, timeout: float | None = None) -> ChannelState:
         """Wait until every target acked (ACTIVE) or the channel closed; returns its state."""
         ch = await self._channel(channel_id)
@@ -937,6 +988,14 @@ class Hub:
         if not ch.settled_seq and state.status != STATUS_INVITED:
             ch.settled_seq = envs[-1].seq
         for env in envs:
+            if env.event_type in (EV_PARTICIPANT_ADDED, EV_PARTICIPANT_REMOVED):
+                ch.fanout.clear()  # recipients depend on who takes part
+                registry_events.append(
+                    (
+                        RG_CHANNEL_MEMBERS,
+                        {"channel_id": state.channel_id, "participants": list(state.participants)},
+                    )
+                )
             if env.event_type == EV_CHANNEL_OPENED:
                 registry_events.append((RG_CHANNEL_OPENED, self._index_entry(state)))
             elif env.event_type == EV_CHANNEL_CLOSED:
@@ -986,6 +1045,10 @@ class Hub:
                 if arbiters and not all(a.check_dispatch(state, env, pid) for a in arbiters):
                     continue
                 ep.push(env)
+            if env.event_type == EV_PARTICIPANT_REMOVED:
+                gone = endpoints.get(str(env.event_data["participant"]))
+                if gone is not None:
+                    gone.push(env)  # the last thing a removed participant hears from this channel
             for listener in self.listeners:
                 listener.on_envelope(state, env)
             if env.event_type == EV_EXPECTATION_VIOLATED:

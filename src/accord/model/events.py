@@ -12,6 +12,10 @@ EV_CHANNEL_REJECT: Final = "channel.reject"
 EV_CHANNEL_CLOSING: Final = "channel.closing"
 EV_CHANNEL_CLOSED: Final = "channel.closed"
 
+# membership of channels whose adapter allows it (team threads follow their team)
+EV_PARTICIPANT_ADDED: Final = "participant.added"
+EV_PARTICIPANT_REMOVED: Final = "participant.removed"
+
 # content
 EV_TEXT: Final = "text"
 EV_TOOL_CALL: Final = "tool.call"
@@ -32,6 +36,8 @@ LIFECYCLE_EVENTS: Final = frozenset(
         EV_CHANNEL_REJECT,
         EV_CHANNEL_CLOSING,
         EV_CHANNEL_CLOSED,
+        EV_PARTICIPANT_ADDED,
+        EV_PARTICIPANT_REMOVED,
     }
 )
 # events only the hub may write: a client proposing one of these is refused
@@ -43,6 +49,8 @@ HUB_ONLY_EVENTS: Final = frozenset(
         EV_CHANNEL_CLOSED,
         EV_EXPECTATION_VIOLATED,
         EV_RUNAWAY_GUARD,
+        EV_PARTICIPANT_ADDED,
+        EV_PARTICIPANT_REMOVED,
     }
 )
 # events that take a turn (what adapters order and what Resume.observed counts)

@@ -36,6 +36,8 @@ from ..model.events import (
     EV_CHANNEL_REJECT,
     EV_EXPECTATION_VIOLATED,
     EV_HANDOFF,
+    EV_PARTICIPANT_ADDED,
+    EV_PARTICIPANT_REMOVED,
     EV_TEXT,
     HUB_ONLY_EVENTS,
     HUB_SENDER,
@@ -173,6 +175,8 @@ class Adapter:
     name: ClassVar[str] = ""
     min_participants: ClassVar[int] = 2
     max_participants: ClassVar[int | None] = None
+    #: whether the hub may add and remove participants after opening (team threads follow their team)
+    dynamic_membership: ClassVar[bool] = False
 
     def normalize_knobs(self, knobs: dict[str, Any], participants: list[str]) -> dict[str, Any]:
         """Validate open-time knobs (raise InvalidKnobs/InvalidGraph); return the form to store."""
@@ -334,6 +338,17 @@ def fold(state: ChannelState | None, env: Envelope) -> ChannelState:
         state.expect_deadline = None
         if env.event_data.get("on_violation") == "auto_close":
             state.pending_close = REASON_EXPECTATION
+    elif et == EV_PARTICIPANT_ADDED:
+        pid = str(env.event_data["participant"])
+        if pid not in state.participants:
+            state.participants.append(pid)
+        state.names[pid] = str(env.event_data.get("name") or pid)
+    elif et == EV_PARTICIPANT_REMOVED:
+        pid = str(env.event_data["participant"])
+        if pid in state.participants:
+            state.participants.remove(pid)  # its name stays in ``names`` so history still reads well
+        if pid in state.expect_from:
+            state.expect_from.remove(pid)
     elif et in (EV_CHANNEL_INVITE, EV_CHANNEL_OPENED):
         pass
     else:

@@ -23,6 +23,7 @@ RG_UNREGISTERED: Final = "passport.unregistered"
 RG_OBSERVED: Final = "resume.observed"
 RG_CHANNEL_OPENED: Final = "channel.indexed"
 RG_CHANNEL_CLOSED: Final = "channel.unindexed"
+RG_CHANNEL_MEMBERS: Final = "channel.members"
 RG_ORG_CREATED: Final = "org.created"
 RG_KEY_CREATED: Final = "key.created"
 RG_KEY_REVOKED: Final = "key.revoked"
@@ -134,6 +135,16 @@ def _index_open(state: RegistryState, ch: OpenChannel) -> None:
         state.open_count[p] = state.open_count.get(p, 0) + 1
 
 
+def _unindex_open(state: RegistryState, ch: OpenChannel) -> None:
+    """Take a channel's participants out of the open-channel counts (the entry itself stays)."""
+    for p in ch.participants:
+        left = state.open_count.get(p, 0) - 1
+        if left > 0:
+            state.open_count[p] = left
+        else:
+            state.open_count.pop(p, None)
+
+
 def _index_org(state: RegistryState, org: Org) -> None:
     state.orgs[org.org_id] = org
     state.org_by_name[org.name] = org.org_id
@@ -193,13 +204,14 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
             _index_key(state, revoked)
     elif et == RG_CHANNEL_OPENED:
         _index_open(state, OpenChannel.from_dict(d))
+    elif et == RG_CHANNEL_MEMBERS:
+        entry = state.open_channels.get(d["channel_id"])
+        if entry is not None:
+            _unindex_open(state, entry)
+            entry.participants = list(d["participants"])
+            _index_open(state, entry)
     elif et == RG_CHANNEL_CLOSED:
         closed = state.open_channels.pop(d["channel_id"], None)
         if closed is not None:
-            for p in closed.participants:
-                left = state.open_count.get(p, 0) - 1
-                if left > 0:
-                    state.open_count[p] = left
-                else:
-                    state.open_count.pop(p, None)
+            _unindex_open(state, closed)
     return state

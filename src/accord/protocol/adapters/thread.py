@@ -25,6 +25,7 @@ class ThreadAdapter(Adapter):
     name: ClassVar[str] = "thread"
     min_participants: ClassVar[int] = 1
     max_participants: ClassVar[int | None] = None
+    dynamic_membership: ClassVar[bool] = True
 
     def normalize_knobs(self, knobs: dict[str, Any], participants: list[str]) -> dict[str, Any]:
         unknown = sorted(set(knobs) - _KNOBS)
