@@ -40,6 +40,7 @@ from ..model.errors import (
     InvalidInput,
     NameTaken,
     NotFound,
+    NotParticipant,
     PayloadTooLarge,
     ProtocolViolation,
     StoreError,
@@ -95,6 +96,7 @@ from ..protocol.registry import (
 from ..store.base import AppendPart, LogStore
 from .audit import AUDIT_STREAM, AuditChain
 from .governance import HubArbiter, HubListener, RuleEnforcer
+from .teams import TeamService
 
 log = logging.getLogger("accord.hub")
 
@@ -208,6 +210,7 @@ class Hub:
         self.arbiters: list[HubArbiter] = []
         self.listeners: list[HubListener] = []
         self.rules = RuleEnforcer(self)
+        self.teams = TeamService(self)
         self._audit = AuditChain()
         self._registry_last = 0
         self._registry_since_snapshot = 0
@@ -616,8 +619,7 @@ class Hub:
         now = self.clock()
         opened = Envelope(new_id("env"), cid, 1, now, EV_CHANNEL_OPENED, data, initiator)
         state = fold(None, opened)
-        ch = _Channel(state)
-        self._remember_channel(cid, ch)
+        ch = self._new_channel(cid, state)
         envs = [opened]
         if state.status == STATUS_INVITED:
             invite = Envelope(
@@ -649,6 +651,10 @@ class Hub:
         try:
             if not session.may_administer:
                 raise AccessDenied("only an org admin can change who takes part in a channel")
+            if not self._org_sees_channel(session.org_id, state):
+                raise NotFound(f"unknown channel {channel_id}")
+            if state.team_id is not None:
+                raise ProtocolViolation("a team thread follows its team: add or remove team members instead")
             if not get_adapter(state.adapter).dynamic_membership:
                 raise ProtocolViolation(
                     f"the participants of a {state.adapter!r} channel are fixed when it opens"
@@ -656,20 +662,25 @@ class Hub:
             if not state.is_open:
                 raise ChannelClosed(f"channel {channel_id} is {state.status}")
             member = self.registry.members.get(participant_id)
-            if member is None or not member.active:
+            if member is None or not member.active or member.passport.org_id != session.org_id:
                 raise UnknownTarget(
                     f"unknown participant {participant_id!r}", details={"target": participant_id}
                 )
         except AccordError as err:
             await self._refuse(err, actor=session.session_id, action=event_type, channel_id=channel_id)
             raise
-        adding = event_type == EV_PARTICIPANT_ADDED
-        if (participant_id in state.participants) == adding:
+        return await self._set_participant(ch, participant_id, event_type)
+
+    async def _set_participant(self, ch: _Channel, participant_id: str, event_type: str) -> Envelope | None:
+        """Write a membership change into the channel's log (no permission checks: callers do them)."""
+        state = ch.state
+        present = participant_id in state.participants
+        if not state.is_open or present == (event_type == EV_PARTICIPANT_ADDED):
             return None
-        data = {"participant": participant_id, "name": member.passport.name}
-        env = Envelope(
-            new_id("env"), channel_id, state.last_seq + 1, self.clock(), event_type, data, HUB_SENDER
-        )
+        name = self.registry.members[participant_id].passport.name
+        data = {"participant": participant_id, "name": name}
+        seq = state.last_seq + 1
+        env = Envelope(new_id("env"), state.channel_id, seq, self.clock(), event_type, data, HUB_SENDER)
         await self._commit(ch, [env], env.seq - 1)
         return env
 
@@ -707,6 +718,14 @@ class Hub:
                 err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
             )
             raise
+        if proposal.sender_id not in state.participants:
+            try:
+                self._not_a_participant(state, proposal.sender_id)
+            except AccordError as err:
+                await self._refuse(
+                    err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+                )
+                raise
         key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
         if key is not None:
             previous = ch.dedup.get(key)
@@ -780,6 +799,24 @@ class Hub:
             list(p.audience) if p.audience is not None else None,
             p.causation_id,
         )
+
+    def _org_sees_channel(self, org_id: str | None, state: ChannelState) -> bool:
+        """A channel exists for the orgs of its participants and, for a team thread, the team's orgs."""
+        if org_id is None:
+            return False
+        if state.team_id is not None:
+            return self.registry.may_see_team(org_id, state.team_id)
+        members = self.registry.members
+        return any(
+            (m := members.get(p)) is not None and m.passport.org_id == org_id for p in state.participants
+        )
+
+    def _not_a_participant(self, state: ChannelState, sender: str) -> None:
+        """Privacy (DESIGN §7): to an outsider from another org, a channel does not exist."""
+        member = self.registry.members.get(sender)
+        if not self._org_sees_channel(member.passport.org_id if member is not None else None, state):
+            raise NotFound(f"unknown channel {state.channel_id}")
+        raise NotParticipant(f"{state.name_of(sender)} is not a participant of channel {state.channel_id}")
 
     def _recipients(self, ch: _Channel, env: Envelope) -> list[str]:
         """``recipients`` (audience ∩ view policy), memoised for the common un-addressed case."""
@@ -872,14 +909,18 @@ class Hub:
     async def history(
         self, session: Session, participant_id: str, channel_id: str, *, last: int = 50
     ) -> list[Envelope]:
-        """The last envelopes of a channel as ``participant_id`` may see them."""
-        self._require_actor(session, participant_id)
-        ch = await self._channel(channel_id)
-        if participant_id not in ch.state.participants:
-            raise NotFound(f"unknown channel {channel_id}")
+        """The last envelopes of a channel as ``participant_id`` may see them (refusals audited)."""
+        try:
+            self._require_actor(session, participant_id)
+            if not isinstance(last, int) or not 0 < last <= 10_000:
+                raise InvalidInput("last must be an integer from 1 to 10000")
+            ch = await self._channel(channel_id)
+            if participant_id not in ch.state.participants:
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(err, actor=participant_id, action="read", channel_id=None)
+            raise
         envs = await self.store.read_last(channel_id, last)
-        from ..protocol.channel import get_adapter
-
         impl = get_adapter(ch.state.adapter)
         return [e for e in envs if impl.visible(ch.state, e, participant_id)]
 
@@ -903,6 +944,11 @@ class Hub:
                 del self._loading[channel_id]
             return loaded
         return await loading
+
+    def _new_channel(self, channel_id: str, state: ChannelState) -> _Channel:
+        ch = _Channel(state)
+        self._remember_channel(channel_id, ch)
+        return ch
 
     def _remember_channel(self, channel_id: str, ch: _Channel) -> None:
         """Keep a loaded channel; past ``max_loaded_channels`` evict the least recently used idle ones.
@@ -960,7 +1006,13 @@ class Hub:
     # --- the commit -------------------------------------------------------------------------------
 
     async def _commit(
-        self, ch: _Channel, envs: list[Envelope], expected: int, *, prefolded: bool = False
+        self,
+        ch: _Channel,
+        envs: list[Envelope],
+        expected: int,
+        *,
+        prefolded: bool = False,
+        extra_registry: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
         """Fold (unless done), chase protocol follow-ups, append with audit, then fan out."""
         state = ch.state
@@ -1002,6 +1054,8 @@ class Hub:
                 registry_events.append(
                     (RG_CHANNEL_CLOSED, {"channel_id": state.channel_id, "reason": state.close_reason})
                 )
+        if extra_registry:
+            registry_events.extend(extra_registry)
         cid = state.channel_id
         parts: list[AppendPart] = [(cid, envs, expected)]
         audits = [self._audit.envelope(env, cid) for env in envs]

@@ -95,3 +95,132 @@ class ApiKey:
             created_at=float(data["created_at"]),
             revoked_at=data.get("revoked_at"),
         )
+
+
+TeamStatus = Literal["open", "closed"]
+INVITE_PREFIX: Final = "join_"
+
+
+def new_join_code() -> str:
+    """An invite code: ``join_`` + 22 URL-safe characters (128 random bits)."""
+    return INVITE_PREFIX + secrets.token_urlsafe(16)
+
+
+@dataclass(slots=True)
+class Team:
+    """A group that shares threads. Owned by one org; shared when another org joins by invite code."""
+
+    team_id: str
+    org_id: str
+    name: str
+    description: str
+    created_at: float
+    status: TeamStatus = "open"
+    closed_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Team:
+        return cls(
+            team_id=str(data["team_id"]),
+            org_id=str(data["org_id"]),
+            name=str(data["name"]),
+            description=str(data.get("description") or ""),
+            created_at=float(data["created_at"]),
+            status="closed" if data.get("status") == "closed" else "open",
+            closed_at=data.get("closed_at"),
+        )
+
+
+@dataclass(slots=True)
+class Membership:
+    membership_id: str
+    team_id: str
+    member_id: str  # agt_… or usr_…
+    org_id: str  # the member's own org (the team's, or a guest org holding a Visa)
+    role: str
+    added_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Membership:
+        return cls(
+            membership_id=str(data["membership_id"]),
+            team_id=str(data["team_id"]),
+            member_id=str(data["member_id"]),
+            org_id=str(data["org_id"]),
+            role=str(data.get("role") or "member"),
+            added_at=float(data["added_at"]),
+        )
+
+
+@dataclass(slots=True)
+class Invite:
+    """A join code's record (its secret is stored only as a hash, like an API key)."""
+
+    invite_id: str
+    team_id: str
+    code_hash: str
+    created_at: float
+    expires_at: float | None
+    max_uses: int | None
+    uses: int = 0
+    revoked_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        return (
+            self.revoked_at is None
+            and (self.expires_at is None or now < self.expires_at)
+            and (self.max_uses is None or self.uses < self.max_uses)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Invite:
+        return cls(
+            invite_id=str(data["invite_id"]),
+            team_id=str(data["team_id"]),
+            code_hash=str(data["code_hash"]),
+            created_at=float(data["created_at"]),
+            expires_at=data.get("expires_at"),
+            max_uses=data.get("max_uses"),
+            uses=int(data.get("uses", 0)),
+            revoked_at=data.get("revoked_at"),
+        )
+
+
+@dataclass(slots=True)
+class Visa:
+    """What an org's participants hold in another org's team after joining it: revocable, checked on
+    every cross-org action (a guest's memberships exist only while its Visa is live)."""
+
+    visa_id: str
+    team_id: str
+    org_id: str
+    invite_id: str
+    granted_at: float
+    revoked_at: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Visa:
+        return cls(
+            visa_id=str(data["visa_id"]),
+            team_id=str(data["team_id"]),
+            org_id=str(data["org_id"]),
+            invite_id=str(data["invite_id"]),
+            granted_at=float(data["granted_at"]),
+            revoked_at=data.get("revoked_at"),
+        )

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ..model.envelope import Envelope
 from ..model.identity import Observed, Passport, Resume, Rule
-from ..model.records import ApiKey, Org
+from ..model.records import ApiKey, Invite, Membership, Org, Team, Visa
 
 REGISTRY_STREAM: Final = "registry"
 
@@ -27,6 +27,16 @@ RG_CHANNEL_MEMBERS: Final = "channel.members"
 RG_ORG_CREATED: Final = "org.created"
 RG_KEY_CREATED: Final = "key.created"
 RG_KEY_REVOKED: Final = "key.revoked"
+RG_TEAM_CREATED: Final = "team.created"
+RG_TEAM_CLOSED: Final = "team.closed"
+RG_TEAM_THREAD: Final = "team.thread"
+RG_MEMBER_ADDED: Final = "member.added"
+RG_MEMBER_REMOVED: Final = "member.removed"
+RG_INVITE_CREATED: Final = "invite.created"
+RG_INVITE_USED: Final = "invite.used"
+RG_INVITE_REVOKED: Final = "invite.revoked"
+RG_VISA_GRANTED: Final = "visa.granted"
+RG_VISA_REVOKED: Final = "visa.revoked"
 
 
 @dataclass(slots=True)
@@ -97,7 +107,23 @@ class RegistryState:
     org_by_name: dict[str, str] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
     key_by_hash: dict[str, str] = field(default_factory=dict)
+    teams: dict[str, Team] = field(default_factory=dict)
+    memberships: dict[str, Membership] = field(default_factory=dict)
+    # team_id → member_id → membership_id (current members only)
+    team_members: dict[str, dict[str, str]] = field(default_factory=dict)
+    # team_id → [(channel_id, title)] in creation order
+    team_threads: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    invites: dict[str, Invite] = field(default_factory=dict)
+    invite_by_hash: dict[str, str] = field(default_factory=dict)
+    visas: dict[str, Visa] = field(default_factory=dict)
+    # (team_id, org_id) → visa_id of the live Visa
+    live_visa: dict[tuple[str, str], str] = field(default_factory=dict)
     last_seq: int = 0
+
+    def may_see_team(self, org_id: str, team_id: str) -> bool:
+        """Privacy (DESIGN §7): a team exists for its owner org and for orgs holding a live Visa."""
+        team = self.teams.get(team_id)
+        return team is not None and (team.org_id == org_id or (team_id, org_id) in self.live_visa)
 
     def lookup(self, org_id: str, name: str) -> Member | None:
         agent_id = self.by_name.get((org_id, name))
@@ -109,6 +135,11 @@ class RegistryState:
             "open_channels": {k: c.to_dict() for k, c in self.open_channels.items()},
             "orgs": {k: o.to_dict() for k, o in self.orgs.items()},
             "keys": {k: key.to_dict() for k, key in self.keys.items()},
+            "teams": {k: t.to_dict() for k, t in self.teams.items()},
+            "memberships": {k: m.to_dict() for k, m in self.memberships.items()},
+            "team_threads": {k: [list(t) for t in v] for k, v in self.team_threads.items()},
+            "invites": {k: i.to_dict() for k, i in self.invites.items()},
+            "visas": {k: v.to_dict() for k, v in self.visas.items()},
             "last_seq": self.last_seq,
         }
 
@@ -126,6 +157,18 @@ class RegistryState:
             _index_org(state, Org.from_dict(raw))
         for raw in dict(data.get("keys") or {}).values():
             _index_key(state, ApiKey.from_dict(raw))
+        for raw in dict(data.get("teams") or {}).values():
+            team = Team.from_dict(raw)
+            state.teams[team.team_id] = team
+            state.team_members.setdefault(team.team_id, {})
+        for raw in dict(data.get("memberships") or {}).values():
+            _add_member(state, Membership.from_dict(raw))
+        for team_id, threads in dict(data.get("team_threads") or {}).items():
+            state.team_threads[team_id] = [(str(c), str(t)) for c, t in threads]
+        for raw in dict(data.get("invites") or {}).values():
+            _index_invite(state, Invite.from_dict(raw))
+        for raw in dict(data.get("visas") or {}).values():
+            _index_visa(state, Visa.from_dict(raw))
         return state
 
 
@@ -156,6 +199,28 @@ def _index_key(state: RegistryState, key: ApiKey) -> None:
         state.key_by_hash[key.hash] = key.key_id
     else:
         state.key_by_hash.pop(key.hash, None)
+
+
+def _add_member(state: RegistryState, m: Membership) -> None:
+    state.memberships[m.membership_id] = m
+    state.team_members.setdefault(m.team_id, {})[m.member_id] = m.membership_id
+
+
+def _index_invite(state: RegistryState, invite: Invite) -> None:
+    state.invites[invite.invite_id] = invite
+    if invite.revoked_at is None:
+        state.invite_by_hash[invite.code_hash] = invite.invite_id
+    else:
+        state.invite_by_hash.pop(invite.code_hash, None)
+
+
+def _index_visa(state: RegistryState, visa: Visa) -> None:
+    state.visas[visa.visa_id] = visa
+    key = (visa.team_id, visa.org_id)
+    if visa.live:
+        state.live_visa[key] = visa.visa_id
+    elif state.live_visa.get(key) == visa.visa_id:
+        del state.live_visa[key]
 
 
 def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
@@ -204,6 +269,43 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
             _index_key(state, revoked)
     elif et == RG_CHANNEL_OPENED:
         _index_open(state, OpenChannel.from_dict(d))
+    elif et == RG_TEAM_CREATED:
+        team = Team.from_dict(d)
+        state.teams[team.team_id] = team
+        state.team_members.setdefault(team.team_id, {})
+    elif et == RG_TEAM_CLOSED:
+        closing = state.teams.get(d["team_id"])
+        if closing is not None:
+            closing.status = "closed"
+            closing.closed_at = float(d["closed_at"])
+    elif et == RG_TEAM_THREAD:
+        state.team_threads.setdefault(d["team_id"], []).append(
+            (str(d["channel_id"]), str(d.get("title") or ""))
+        )
+    elif et == RG_MEMBER_ADDED:
+        _add_member(state, Membership.from_dict(d))
+    elif et == RG_MEMBER_REMOVED:
+        gone_member = state.memberships.pop(d["membership_id"], None)
+        if gone_member is not None:
+            state.team_members.get(gone_member.team_id, {}).pop(gone_member.member_id, None)
+    elif et == RG_INVITE_CREATED:
+        _index_invite(state, Invite.from_dict(d))
+    elif et == RG_INVITE_USED:
+        used = state.invites.get(d["invite_id"])
+        if used is not None:
+            used.uses += 1
+    elif et == RG_INVITE_REVOKED:
+        cancelled = state.invites.get(d["invite_id"])
+        if cancelled is not None and cancelled.revoked_at is None:
+            cancelled.revoked_at = float(d["revoked_at"])
+            _index_invite(state, cancelled)
+    elif et == RG_VISA_GRANTED:
+        _index_visa(state, Visa.from_dict(d))
+    elif et == RG_VISA_REVOKED:
+        ended = state.visas.get(d["visa_id"])
+        if ended is not None and ended.live:
+            ended.revoked_at = float(d["revoked_at"])
+            _index_visa(state, ended)
     elif et == RG_CHANNEL_MEMBERS:
         entry = state.open_channels.get(d["channel_id"])
         if entry is not None:
