@@ -180,6 +180,28 @@ def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]]) -> int:
     return asyncio.run(run())
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
+    port: int = typer.Option(8700, "--port", help="TCP port."),
+    data: Path = DATA_OPTION,
+    durability: str = typer.Option(
+        "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Run the hub as a network server: REST under /v1, authenticated by API key."""
+    import uvicorn
+
+    from .server.app import app_for_data
+
+    if durability not in ("process", "power"):
+        Console(stderr=True).print("[red]error:[/red] --durability is 'process' or 'power'")
+        raise typer.Exit(2)
+    data.mkdir(parents=True, exist_ok=True)
+    uvicorn.run(app_for_data(data, durability), host=host, port=port, log_level=log_level, lifespan="on")
+
+
 @orgs_app.command("create")
 def orgs_create(
     name: str = typer.Argument(..., help="The organization's display name (unique on this hub)."),

@@ -442,6 +442,8 @@ class Hub:
             owner=passport.owner,
             model=passport.model,
             kind=passport.kind,
+            lookup_key=passport.lookup_key,
+            identity=passport.identity,
         )
         existing = self.registry.lookup(session.org_id, passport.name)
         if existing is not None:

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..model.envelope import Envelope
 from ..model.errors import AccessDenied, AccordError, ChannelClosed, InvalidInput, NotFound, ProtocolViolation
-from ..model.events import EV_CHANNEL_OPENED, EV_PARTICIPANT_ADDED, EV_PARTICIPANT_REMOVED, HUB_SENDER
+from ..model.events import (
+    EV_CHANNEL_OPENED,
+    EV_PARTICIPANT_ADDED,
+    EV_PARTICIPANT_REMOVED,
+    EV_TEXT,
+    HUB_SENDER,
+)
 from ..model.ids import new_id
 from ..model.records import Invite, Membership, Team, key_hash, new_join_code
 from ..protocol.channel import ChannelState, fold, get_adapter
@@ -111,6 +117,51 @@ class TeamService:
     def threads(self, session: Session, team_id: str) -> list[tuple[str, str]]:
         self._visible(session, team_id)
         return list(self.hub.registry.team_threads.get(team_id, []))
+
+    def _thread(self, session: Session, team_id: str, channel_id: str) -> None:
+        self._visible(session, team_id)
+        if not any(c == channel_id for c, _ in self.hub.registry.team_threads.get(team_id, [])):
+            raise NotFound(f"unknown thread {channel_id!r}")
+
+    async def read_thread(
+        self, session: Session, team_id: str, channel_id: str, *, after_seq: int = 0, limit: int = 50
+    ) -> tuple[list[Envelope], int]:
+        """Text envelopes of a team thread that the session's org may see, after ``after_seq``.
+
+        Returns the envelopes and the seq to continue from (0 when the end was reached). An envelope
+        addressed to an audience is visible only if its sender or an addressee acts for this session.
+        """
+        try:
+            self._thread(session, team_id, channel_id)
+            if not isinstance(limit, int) or not 0 < limit <= 500:
+                raise InvalidInput("limit must be an integer from 1 to 500")
+        except AccordError as err:
+            await self.hub._refuse(err, actor=session.session_id, action="read", channel_id=None)
+            raise
+        members = self.hub.registry.members
+
+        def ours(pid: str) -> bool:
+            if session.subject is not None:
+                return pid == session.subject
+            m = members.get(pid)
+            return m is not None and m.passport.org_id == session.org_id
+
+        out: list[Envelope] = []
+        cursor = after_seq
+        while len(out) < limit:
+            batch = await self.hub.store.read(channel_id, after_seq=cursor, limit=limit * 2)
+            if not batch:
+                return out, 0
+            for env in batch:
+                cursor = env.seq
+                if env.event_type == EV_TEXT and (
+                    env.audience is None or ours(env.sender_id) or any(ours(a) for a in env.audience)
+                ):
+                    out.append(env)
+                    if len(out) == limit:
+                        break
+        more = await self.hub.store.read(channel_id, after_seq=cursor, limit=1)
+        return out, cursor if more else 0
 
     # --- writing ------------------------------------------------------------------------------------
 

@@ -36,9 +36,17 @@ class Passport:
     owner: str | None = None
     model: str | None = None
     kind: Kind = "agent"
+    #: a stable handle chosen by the org (ArchAstro's ``lookup_key``)
+    lookup_key: str | None = None
+    #: the agent's identity prompt: who it is and how it behaves (its system prompt in routines)
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        if self.lookup_key is not None:
+            _check_name(self.lookup_key, "lookup_key")
+        if self.identity is not None and (not isinstance(self.identity, str) or len(self.identity) > 20_000):
+            raise InvalidInput("identity must be a string of at most 20000 characters")
         if self.kind not in ("agent", "human"):
             raise InvalidInput(f"passport kind must be 'agent' or 'human', not {self.kind!r}")
 
@@ -54,6 +62,8 @@ class Passport:
             owner=data.get("owner"),
             model=data.get("model"),
             kind=data.get("kind", "agent"),
+            lookup_key=data.get("lookup_key"),
+            identity=data.get("identity"),
         )
 
 

@@ -1,0 +1,118 @@
+"""The ASGI application: a hub opened for the app's lifetime, and the REST surface on top of it.
+
+The app holds no logic of its own: every route authenticates the request to a hub ``Session`` and
+calls the hub (or ``hub.teams``), which authorizes, appends and audits. Privacy is the hub's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..hub import Hub
+from . import errors
+from .errors import ORJSONResponse
+
+log = logging.getLogger("accord.server")
+
+DEFAULT_MAX_BODY = 1 << 20
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await errors.error_response(
+                    413, "payload_too_large", f"the request body is over {self.limit} bytes"
+                )(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await errors.error_response(
+                413, "payload_too_large", f"the request body is over {self.limit} bytes"
+            )(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    hub: Hub | None = None,
+    *,
+    open_hub: Callable[[], Awaitable[Hub]] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> FastAPI:
+    """An app around an already open ``hub`` (tests, embedding) or one it opens and closes itself."""
+    if hub is None and open_hub is None:
+        raise ValueError("create_app needs a hub or an open_hub factory")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = hub is None
+        app.state.hub = hub if hub is not None else await open_hub()  # type: ignore[misc]
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.hub.close()  # graceful: flushes snapshots, releases the store lock
+
+    app = FastAPI(
+        title="Accord",
+        version="0.1.0",
+        description="A self-hostable agent network: durable shared threads for agents and people.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    from .v1 import router
+
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> dict[str, Any]:
+        h: Hub = app.state.hub
+        return {"ok": not h.closed, "store": h.store.describe()}
+
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
+
+
+def app_for_data(data: Path, durability: str = "process") -> FastAPI:
+    """The app ``accord serve`` runs: a hub on ``data/accord.db``."""
+    from ..store import SqliteStore
+
+    async def open_hub() -> Hub:
+        return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
+
+    return create_app(open_hub=open_hub)

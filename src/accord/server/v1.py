@@ -1,0 +1,339 @@
+"""REST ``/v1`` (DESIGN §6; shapes after the ArchAstro reference in seeds/000). Thin: authenticate,
+validate the body with pydantic, call the hub, render. Lists are ``{"data": [...], "next_cursor"}``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..hub import Hub, Session
+from ..model.envelope import Envelope, Proposal
+from ..model.errors import InvalidInput, NotFound, Unauthenticated
+from ..model.events import EV_TEXT
+from ..model.identity import Passport
+from ..model.records import Membership, Team
+
+router = APIRouter(prefix="/v1")
+
+_Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentIn(_Body):
+    name: _Name
+    lookup_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    identity: Annotated[str, Field(max_length=20_000)] | None = None
+    model: Annotated[str, Field(max_length=200)] | None = None
+
+
+class UserIn(_Body):
+    name: _Name
+
+
+class TeamIn(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=4000)] = ""
+
+
+class MemberIn(_Body):
+    agent_id: str | None = None
+    user_id: str | None = None
+    role: Annotated[str, Field(min_length=1, max_length=64)] = "member"
+
+    @model_validator(mode="after")
+    def one_member(self) -> MemberIn:
+        if (self.agent_id is None) == (self.user_id is None):
+            raise ValueError("give exactly one of agent_id or user_id")
+        return self
+
+    @property
+    def member_id(self) -> str:
+        return self.agent_id or self.user_id or ""
+
+
+class ThreadIn(_Body):
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class MessageIn(_Body):
+    content: Annotated[str, Field(min_length=1, max_length=100_000)]
+    agent_id: str | None = None
+    user_id: str | None = None
+
+
+class InviteIn(_Body):
+    expires_in: Annotated[float, Field(gt=0, le=365 * 86400)] | None = 7 * 86400
+    max_uses: Annotated[int, Field(ge=1, le=100_000)] | None = 1
+
+
+class JoinIn(MemberIn):
+    join_code: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# --- auth -------------------------------------------------------------------------------------------
+
+
+def hub_of(request: Request) -> Hub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def session_of(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Session:
+    """``Authorization: Bearer <api key>``; there is no anonymous access."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
+    return hub_of(request).authenticate(authorization[len("Bearer ") :].strip())
+
+
+Auth = Annotated[Session, Depends(session_of)]
+HubDep = Annotated[Hub, Depends(hub_of)]
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _agent(hub: Hub, agent_id: str) -> dict[str, Any]:
+    p = hub.registry.members[agent_id].passport
+    return {
+        "id": p.agent_id,
+        "name": p.name,
+        "type": "user" if p.kind == "human" else "agent",
+        "lookup_key": p.lookup_key,
+        "identity": p.identity,
+        "model": p.model,
+        "org_id": p.org_id,
+    }
+
+
+def _actor(hub: Hub, sender: str) -> dict[str, Any]:
+    member = hub.registry.members.get(sender)
+    if member is None:
+        return {"id": sender, "name": sender, "type": "system", "org_name": None}
+    org = hub.registry.orgs.get(member.passport.org_id)
+    return {
+        "id": sender,
+        "name": member.passport.name,
+        "type": "user" if member.passport.kind == "human" else "agent",
+        "org_name": org.name if org is not None else None,
+    }
+
+
+def _message(hub: Hub, env: Envelope) -> dict[str, Any]:
+    return {
+        "id": env.envelope_id,
+        "content": env.event_data.get("text", ""),
+        "created_at": _iso(env.ts),
+        "thread_id": env.channel_id,
+        "seq": env.seq,
+        "actor": _actor(hub, env.sender_id),
+    }
+
+
+def _team(hub: Hub, team: Team) -> dict[str, Any]:
+    org = hub.registry.orgs.get(team.org_id)
+    return {
+        "id": team.team_id,
+        "name": team.name,
+        "description": team.description,
+        "status": team.status,
+        "org_id": team.org_id,
+        "org_name": org.name if org else None,
+        "created_at": _iso(team.created_at),
+    }
+
+
+def _membership(hub: Hub, m: Membership) -> dict[str, Any]:
+    key = "user_id" if m.member_id.startswith("usr_") else "agent_id"
+    return {
+        "id": m.membership_id,
+        "team_id": m.team_id,
+        key: m.member_id,
+        "role": m.role,
+        "member": _actor(hub, m.member_id),
+        "added_at": _iso(m.added_at),
+    }
+
+
+def _page(data: list[Any], next_cursor: str | None = None) -> dict[str, Any]:
+    return {"data": data, "next_cursor": next_cursor}
+
+
+# --- agents & people ----------------------------------------------------------------------------------
+
+
+async def _register(hub: Hub, session: Session, passport: Passport) -> dict[str, Any]:
+    if hub.registry.lookup(session.org_id, passport.name) is not None:
+        from ..model.errors import NameTaken
+
+        raise NameTaken(
+            f"a participant named {passport.name!r} already exists", details={"name": passport.name}
+        )
+    stamped = await hub.register(session, passport)
+    hub.detach(session, stamped.agent_id)  # REST registers; it does not hold a live connection
+    return _agent(hub, stamped.agent_id)
+
+
+@router.post("/agents", status_code=201, tags=["agents"])
+async def create_agent(body: AgentIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    passport = Passport(name=body.name, lookup_key=body.lookup_key, identity=body.identity, model=body.model)
+    return await _register(hub, session, passport)
+
+
+@router.post("/users", status_code=201, tags=["agents"])
+async def create_user(body: UserIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return await _register(hub, session, Passport(name=body.name, kind="human"))
+
+
+@router.get("/agents", tags=["agents"])
+async def list_agents(session: Auth, hub: HubDep) -> dict[str, Any]:
+    ours = [
+        _agent(hub, m.passport.agent_id)
+        for m in hub.registry.members.values()
+        if m.active and m.passport.org_id == session.org_id
+    ]
+    return _page(ours)
+
+
+@router.get("/agents/{agent_id}", tags=["agents"])
+async def get_agent(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    member = hub.registry.members.get(agent_id)
+    if member is None or not member.active or member.passport.org_id != session.org_id:
+        raise NotFound(f"unknown agent {agent_id!r}")
+    return _agent(hub, agent_id)
+
+
+# --- teams --------------------------------------------------------------------------------------------
+
+
+@router.post("/teams", status_code=201, tags=["teams"])
+async def create_team(body: TeamIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _team(hub, await hub.teams.create(session, body.name, body.description))
+
+
+@router.get("/teams", tags=["teams"])
+async def list_teams(session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([_team(hub, t) for t in hub.teams.list_teams(session)])
+
+
+@router.post("/teams/join", tags=["teams"])
+async def join_team(body: JoinIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    m = await hub.teams.join(session, body.join_code, body.member_id, body.role)
+    return {"team": _team(hub, hub.teams.get(session, m.team_id)), "membership": _membership(hub, m)}
+
+
+@router.get("/teams/{team_id}", tags=["teams"])
+async def get_team(team_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    team = hub.teams.get(session, team_id)
+    threads = [{"id": c, "title": t} for c, t in hub.teams.threads(session, team_id)]
+    return {**_team(hub, team), "threads": threads}
+
+
+@router.post("/teams/{team_id}/close", tags=["teams"])
+async def close_team(team_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    await hub.teams.close(session, team_id)
+    return _team(hub, hub.teams.get(session, team_id))
+
+
+@router.post("/teams/{team_id}/leave", status_code=204, tags=["teams"])
+async def leave_team(team_id: str, session: Auth, hub: HubDep) -> Response:
+    await hub.teams.leave(session, team_id)
+    return Response(status_code=204)
+
+
+@router.post("/teams/{team_id}/members", status_code=201, tags=["members"])
+async def add_member(team_id: str, body: MemberIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _membership(hub, await hub.teams.add_member(session, team_id, body.member_id, body.role))
+
+
+@router.get("/teams/{team_id}/members", tags=["members"])
+async def list_members(team_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([_membership(hub, m) for m in hub.teams.members(session, team_id)])
+
+
+@router.delete("/team_memberships/{membership_id}", status_code=204, tags=["members"])
+async def remove_member(membership_id: str, session: Auth, hub: HubDep) -> Response:
+    await hub.teams.remove_member(session, membership_id)
+    return Response(status_code=204)
+
+
+@router.post("/teams/{team_id}/invite", status_code=201, tags=["invites"])
+async def create_invite(
+    team_id: str, session: Auth, hub: HubDep, body: Annotated[InviteIn | None, Body()] = None
+) -> dict[str, Any]:
+    body = body or InviteIn()
+    if body.expires_in is None and body.max_uses is None:
+        raise InvalidInput("an invite must be single-use, limited or expiring")
+    invite, code = await hub.teams.create_invite(
+        session, team_id, expires_in=body.expires_in, max_uses=body.max_uses
+    )
+    return {
+        "id": invite.invite_id,
+        "join_code": code,
+        "expires_at": _iso(invite.expires_at) if invite.expires_at else None,
+        "max_uses": invite.max_uses,
+    }
+
+
+@router.delete("/invites/{invite_id}", status_code=204, tags=["invites"])
+async def revoke_invite(invite_id: str, session: Auth, hub: HubDep) -> Response:
+    await hub.teams.revoke_invite(session, invite_id)
+    return Response(status_code=204)
+
+
+# --- threads & messages ---------------------------------------------------------------------------------
+
+
+@router.post("/teams/{team_id}/threads", status_code=201, tags=["threads"])
+async def create_thread(team_id: str, body: ThreadIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    state = await hub.teams.create_thread(session, team_id, body.title)
+    return {
+        "id": state.channel_id,
+        "title": body.title,
+        "team_id": team_id,
+        "created_at": _iso(state.opened_at),
+    }
+
+
+@router.get("/teams/{team_id}/threads", tags=["threads"])
+async def list_threads(team_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([{"id": c, "title": t, "team_id": team_id} for c, t in hub.teams.threads(session, team_id)])
+
+
+@router.get("/teams/{team_id}/threads/{thread_id}/messages", tags=["threads"])
+async def list_messages(
+    team_id: str,
+    thread_id: str,
+    session: Auth,
+    hub: HubDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+) -> dict[str, Any]:
+    after = int(cursor) if cursor else 0
+    envs, next_seq = await hub.teams.read_thread(session, team_id, thread_id, after_seq=after, limit=limit)
+    return _page([_message(hub, e) for e in envs], str(next_seq) if next_seq else None)
+
+
+@router.post("/teams/{team_id}/threads/{thread_id}/messages", status_code=201, tags=["threads"])
+async def post_message(
+    team_id: str, thread_id: str, body: MessageIn, session: Auth, hub: HubDep
+) -> dict[str, Any]:
+    hub.teams.threads(session, team_id)  # not_found for a team this org cannot see
+    if not any(c == thread_id for c, _ in hub.registry.team_threads.get(team_id, [])):
+        raise NotFound(f"unknown thread {thread_id!r}")
+    actor = body.agent_id or body.user_id or session.subject
+    if actor is None:
+        raise InvalidInput("an admin key must say who posts: give agent_id or user_id")
+    env = await hub.submit(session, Proposal(thread_id, EV_TEXT, {"text": body.content}, actor))
+    return _message(hub, env)
