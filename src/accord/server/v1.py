@@ -16,7 +16,35 @@ from ..model.events import EV_TEXT
 from ..model.identity import Passport
 from ..model.records import Membership, Team
 
-router = APIRouter(prefix="/v1")
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a stable ``code``, a human ``message``, structured ``details``."""
+
+    error: ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Invalid input"),
+        (401, "Missing or invalid API key"),
+        (403, "Not allowed for this key"),
+        (404, "Unknown, or not visible to your organization"),
+        (409, "Conflicts with the current state"),
+        (413, "Request body too large"),
+        (422, "The request does not match the schema"),
+        (429, "Rate limited or a recipient's inbox is full"),
+        (503, "The hub is closing or its store failed"),
+    )
+}
+
+router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 _Name = Annotated[str, Field(min_length=1, max_length=128)]
 
