@@ -1,0 +1,368 @@
+"""Typed REST client for ``accord serve`` (httpx; ``AccordClient`` sync, ``AsyncAccordClient`` async).
+
+Responses are parsed into small pydantic models; a refusal raises the same ``AccordError`` subclass
+the hub raised (rebuilt from the wire ``code``), so callers handle ``NotFound`` or ``ChannelClosed``
+the same way in-process and over the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from ..model.errors import AccordError, error_class
+
+T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Agent(_Model):
+    id: str
+    name: str
+    type: str
+    lookup_key: str | None = None
+    identity: str | None = None
+    model: str | None = None
+    org_id: str
+
+
+class Team(_Model):
+    id: str
+    name: str
+    description: str = ""
+    status: str
+    org_id: str
+    org_name: str | None = None
+    created_at: str
+
+
+class ThreadRef(_Model):
+    id: str
+    title: str
+
+
+class TeamDetails(Team):
+    threads: list[ThreadRef] = []
+
+
+class Actor(_Model):
+    id: str
+    name: str
+    type: str
+    org_name: str | None = None
+
+
+class Membership(_Model):
+    id: str
+    team_id: str
+    agent_id: str | None = None
+    user_id: str | None = None
+    role: str
+    member: Actor
+
+
+class Thread(_Model):
+    id: str
+    title: str
+    team_id: str
+    created_at: str | None = None
+
+
+class Message(_Model):
+    id: str
+    content: str
+    created_at: str
+    thread_id: str
+    seq: int
+    actor: Actor
+
+
+class Invite(_Model):
+    id: str
+    join_code: str
+    expires_at: str | None
+    max_uses: int | None
+
+
+class Joined(_Model):
+    team: Team
+    membership: Membership
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = None
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        err = response.json()["error"]
+        cls = error_class(str(err["code"]))
+        raise cls(str(err.get("message", "")), details=dict(err.get("details") or {}))
+    except (ValueError, KeyError, TypeError):
+        raise AccordError(f"HTTP {response.status_code}: {response.text[:200]}") from None
+
+
+def _member(agent_id: str | None, user_id: str | None) -> dict[str, str]:
+    if (agent_id is None) == (user_id is None):
+        raise ValueError("give exactly one of agent_id or user_id")
+    return {"agent_id": agent_id} if agent_id else {"user_id": user_id}  # type: ignore[dict-item]
+
+
+class Req(NamedTuple, Generic[R]):
+    """One REST operation: what to send, and the model its response parses into (None: no body)."""
+
+    method: str
+    path: str
+    model: type[R] | None
+    body: Any = None
+    params: Any = None
+
+
+# --- the REST surface, described once --------------------------------------------------------------
+
+
+def _create_agent(name: str, lookup_key: str | None, identity: str | None, model: str | None) -> Req[Agent]:
+    body = {"name": name, "lookup_key": lookup_key, "identity": identity, "model": model}
+    return Req("POST", "/v1/agents", Agent, {k: v for k, v in body.items() if v is not None})
+
+
+def _add_member(team_id: str, agent_id: str | None, user_id: str | None, role: str) -> Req[Membership]:
+    return Req(
+        "POST", f"/v1/teams/{team_id}/members", Membership, {**_member(agent_id, user_id), "role": role}
+    )
+
+
+def _create_invite(team_id: str, expires_in: float | None, max_uses: int | None) -> Req[Invite]:
+    body = {k: v for k, v in {"expires_in": expires_in, "max_uses": max_uses}.items() if v is not None}
+    return Req("POST", f"/v1/teams/{team_id}/invite", Invite, body or None)
+
+
+def _messages(team_id: str, thread_id: str, limit: int, cursor: str | None) -> Req[Page[Message]]:
+    params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+    return Req("GET", f"/v1/teams/{team_id}/threads/{thread_id}/messages", Page[Message], params=params)
+
+
+def _post(
+    team_id: str, thread_id: str, content: str, agent_id: str | None, user_id: str | None
+) -> Req[Message]:
+    body: dict[str, Any] = {"content": content}
+    if agent_id or user_id:
+        body.update(_member(agent_id, user_id))
+    return Req("POST", f"/v1/teams/{team_id}/threads/{thread_id}/messages", Message, body)
+
+
+def _parse(req: Req[R], response: httpx.Response) -> R | None:
+    _raise_for(response)
+    return req.model.model_validate(response.json()) if req.model is not None else None
+
+
+class AccordClient:
+    """Synchronous client: ``AccordClient("http://127.0.0.1:8700", api_key)``."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, **httpx_options: Any) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, **httpx_options)
+
+    def _run(self, req: Req[R]) -> R:
+        response = self._http.request(req.method, req.path, json=req.body, params=req.params)
+        return _parse(req, response)  # type: ignore[return-value]
+
+    def create_agent(
+        self,
+        name: str,
+        *,
+        lookup_key: str | None = None,
+        identity: str | None = None,
+        model: str | None = None,
+    ) -> Agent:
+        return self._run(_create_agent(name, lookup_key, identity, model))
+
+    def create_user(self, name: str) -> Agent:
+        return self._run(Req("POST", "/v1/users", Agent, {"name": name}))
+
+    def list_agents(self) -> Page[Agent]:
+        return self._run(Req("GET", "/v1/agents", Page[Agent]))
+
+    def get_agent(self, agent_id: str) -> Agent:
+        return self._run(Req("GET", f"/v1/agents/{agent_id}", Agent))
+
+    def create_team(self, name: str, description: str = "") -> Team:
+        return self._run(Req("POST", "/v1/teams", Team, {"name": name, "description": description}))
+
+    def list_teams(self) -> Page[Team]:
+        return self._run(Req("GET", "/v1/teams", Page[Team]))
+
+    def get_team(self, team_id: str) -> TeamDetails:
+        return self._run(Req("GET", f"/v1/teams/{team_id}", TeamDetails))
+
+    def close_team(self, team_id: str) -> Team:
+        return self._run(Req("POST", f"/v1/teams/{team_id}/close", Team))
+
+    def leave_team(self, team_id: str) -> None:
+        self._run(Req("POST", f"/v1/teams/{team_id}/leave", None))
+
+    def add_member(
+        self, team_id: str, *, agent_id: str | None = None, user_id: str | None = None, role: str = "member"
+    ) -> Membership:
+        return self._run(_add_member(team_id, agent_id, user_id, role))
+
+    def list_members(self, team_id: str) -> Page[Membership]:
+        return self._run(Req("GET", f"/v1/teams/{team_id}/members", Page[Membership]))
+
+    def remove_member(self, membership_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/team_memberships/{membership_id}", None))
+
+    def create_invite(
+        self, team_id: str, *, expires_in: float | None = None, max_uses: int | None = None
+    ) -> Invite:
+        return self._run(_create_invite(team_id, expires_in, max_uses))
+
+    def revoke_invite(self, invite_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/invites/{invite_id}", None))
+
+    def join_team(self, join_code: str, *, agent_id: str | None = None, user_id: str | None = None) -> Joined:
+        return self._run(
+            Req("POST", "/v1/teams/join", Joined, {"join_code": join_code, **_member(agent_id, user_id)})
+        )
+
+    def create_thread(self, team_id: str, title: str) -> Thread:
+        return self._run(Req("POST", f"/v1/teams/{team_id}/threads", Thread, {"title": title}))
+
+    def list_threads(self, team_id: str) -> Page[Thread]:
+        return self._run(Req("GET", f"/v1/teams/{team_id}/threads", Page[Thread]))
+
+    def get_thread_messages(
+        self, team_id: str, thread_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Message]:
+        return self._run(_messages(team_id, thread_id, limit, cursor))
+
+    def post_message(
+        self,
+        team_id: str,
+        thread_id: str,
+        content: str,
+        *,
+        agent_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Message:
+        return self._run(_post(team_id, thread_id, content, agent_id, user_id))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AccordClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncAccordClient:
+    """The same surface for asyncio: ``async with AsyncAccordClient(url, key) as c: …``."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, **httpx_options: Any) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"}
+        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, **httpx_options)
+
+    async def _run(self, req: Req[R]) -> R:
+        response = await self._http.request(req.method, req.path, json=req.body, params=req.params)
+        return _parse(req, response)  # type: ignore[return-value]
+
+    async def create_agent(
+        self,
+        name: str,
+        *,
+        lookup_key: str | None = None,
+        identity: str | None = None,
+        model: str | None = None,
+    ) -> Agent:
+        return await self._run(_create_agent(name, lookup_key, identity, model))
+
+    async def create_user(self, name: str) -> Agent:
+        return await self._run(Req("POST", "/v1/users", Agent, {"name": name}))
+
+    async def list_agents(self) -> Page[Agent]:
+        return await self._run(Req("GET", "/v1/agents", Page[Agent]))
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        return await self._run(Req("GET", f"/v1/agents/{agent_id}", Agent))
+
+    async def create_team(self, name: str, description: str = "") -> Team:
+        return await self._run(Req("POST", "/v1/teams", Team, {"name": name, "description": description}))
+
+    async def close_team(self, team_id: str) -> Team:
+        return await self._run(Req("POST", f"/v1/teams/{team_id}/close", Team))
+
+    async def leave_team(self, team_id: str) -> None:
+        await self._run(Req("POST", f"/v1/teams/{team_id}/leave", None))
+
+    async def list_members(self, team_id: str) -> Page[Membership]:
+        return await self._run(Req("GET", f"/v1/teams/{team_id}/members", Page[Membership]))
+
+    async def remove_member(self, membership_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/team_memberships/{membership_id}", None))
+
+    async def revoke_invite(self, invite_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/invites/{invite_id}", None))
+
+    async def list_threads(self, team_id: str) -> Page[Thread]:
+        return await self._run(Req("GET", f"/v1/teams/{team_id}/threads", Page[Thread]))
+
+    async def list_teams(self) -> Page[Team]:
+        return await self._run(Req("GET", "/v1/teams", Page[Team]))
+
+    async def get_team(self, team_id: str) -> TeamDetails:
+        return await self._run(Req("GET", f"/v1/teams/{team_id}", TeamDetails))
+
+    async def add_member(
+        self, team_id: str, *, agent_id: str | None = None, user_id: str | None = None, role: str = "member"
+    ) -> Membership:
+        return await self._run(_add_member(team_id, agent_id, user_id, role))
+
+    async def create_thread(self, team_id: str, title: str) -> Thread:
+        return await self._run(Req("POST", f"/v1/teams/{team_id}/threads", Thread, {"title": title}))
+
+    async def create_invite(
+        self, team_id: str, *, expires_in: float | None = None, max_uses: int | None = None
+    ) -> Invite:
+        return await self._run(_create_invite(team_id, expires_in, max_uses))
+
+    async def join_team(
+        self, join_code: str, *, agent_id: str | None = None, user_id: str | None = None
+    ) -> Joined:
+        body = {"join_code": join_code, **_member(agent_id, user_id)}
+        return await self._run(Req("POST", "/v1/teams/join", Joined, body))
+
+    async def get_thread_messages(
+        self, team_id: str, thread_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Message]:
+        return await self._run(_messages(team_id, thread_id, limit, cursor))
+
+    async def post_message(
+        self,
+        team_id: str,
+        thread_id: str,
+        content: str,
+        *,
+        agent_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Message:
+        return await self._run(_post(team_id, thread_id, content, agent_id, user_id))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncAccordClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
