@@ -220,6 +220,8 @@ class Hub:
         self._endpoints: dict[str, Endpoint] = {}
         self._attached_by: dict[str, Session] = {}
         self._observed_dirty: set[str] = set()
+        # channel_id → observers told of every durable envelope (sockets streaming a thread)
+        self._watchers: dict[str, set[Callable[[Envelope], None]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -890,6 +892,47 @@ class Hub:
 
     # --- reading ----------------------------------------------------------------------------------
 
+    async def watch(
+        self, session: Session, channel_id: str, observer: Callable[[Envelope], None]
+    ) -> Callable[[], None]:
+        """Tell ``observer`` of every envelope of the channel once it is durable; returns ``unwatch``.
+
+        Only for a channel the session's org may see (else ``not_found``, audited). The observer runs
+        inside fan-out: it must only queue (a socket writer drains it), never block.
+        """
+        try:
+            ch = await self._channel(channel_id)
+            if not self._org_sees_channel(session.org_id, ch.state) or (
+                session.subject is not None and session.subject not in ch.state.participants
+            ):
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(err, actor=session.session_id, action="watch", channel_id=None)
+            raise
+        watchers = self._watchers.setdefault(channel_id, set())
+        watchers.add(observer)
+
+        def unwatch() -> None:
+            watchers.discard(observer)
+            if not watchers and self._watchers.get(channel_id) is watchers:
+                del self._watchers[channel_id]
+
+        return unwatch
+
+    def may_see(self, session: Session, env: Envelope) -> bool:
+        """Audience rule for an observer: addressed envelopes only if its org/subject is addressed or sent."""
+        if env.audience is None:
+            return True
+        members = self.registry.members
+
+        def ours(pid: str) -> bool:
+            if session.subject is not None:
+                return pid == session.subject
+            m = members.get(pid)
+            return m is not None and m.passport.org_id == session.org_id
+
+        return ours(env.sender_id) or any(ours(a) for a in env.audience)
+
     async def channel_state(self, channel_id: str) -> ChannelState:
         return (await self._channel(channel_id)).state
 
@@ -1105,6 +1148,10 @@ class Hub:
                 gone = endpoints.get(str(env.event_data["participant"]))
                 if gone is not None:
                     gone.push(env)  # the last thing a removed participant hears from this channel
+            watchers = self._watchers.get(state.channel_id)
+            if watchers:
+                for watcher in list(watchers):
+                    watcher(env)
             for listener in self.listeners:
                 listener.on_envelope(state, env)
             if env.event_type == EV_EXPECTATION_VIOLATED:

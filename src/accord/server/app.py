@@ -95,9 +95,11 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    from .socket import router as socket_router
     from .v1 import router
 
     app.include_router(router)
+    app.include_router(socket_router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
