@@ -202,6 +202,64 @@ def serve(
     uvicorn.run(app_for_data(data, durability), host=host, port=port, log_level=log_level, lifespan="on")
 
 
+URL_OPTION = typer.Option(
+    "http://127.0.0.1:8700", "--url", envvar="ACCORD_URL", help="The server's base URL."
+)
+KEY_OPTION = typer.Option(..., "--key", envvar="ACCORD_API_KEY", help="An API key (or set ACCORD_API_KEY).")
+
+
+def _team_thread(ref: str) -> tuple[str, str]:
+    team, sep, thread = ref.partition("/")
+    if not sep or not team or not thread:
+        Console(stderr=True).print("[red]error:[/red] give the thread as TEAM_ID/THREAD_ID")
+        raise typer.Exit(2)
+    return team, thread
+
+
+@app.command()
+def post(
+    thread: str = typer.Argument(..., help="TEAM_ID/THREAD_ID"),
+    text: str = typer.Argument(..., help="The message."),
+    as_id: str | None = typer.Option(None, "--as", help="Post as this agent (agt_…) or person (usr_…)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+) -> None:
+    """Post a message into a team thread (admin keys say who posts with --as)."""
+    from .client.rest import AccordClient
+
+    team_id, thread_id = _team_thread(thread)
+    agent_id = as_id if as_id and as_id.startswith("agt_") else None
+    user_id = as_id if as_id and not as_id.startswith("agt_") else None
+    try:
+        with AccordClient(url, key) as client:
+            msg = client.post_message(team_id, thread_id, text, agent_id=agent_id, user_id=user_id)
+    except AccordError as exc:
+        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    print(f"{msg.id} #{msg.seq}")
+
+
+@app.command()
+def tail(
+    thread: str = typer.Argument(..., help="TEAM_ID/THREAD_ID"),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    since: int = typer.Option(0, "--since", help="Start after this seq (0: from the beginning)."),
+    count: int = typer.Option(0, "--count", help="Exit after this many messages (0: follow forever)."),
+) -> None:
+    """Stream a team thread live: history first, then new messages; reconnects and resumes by itself."""
+    from .client.tail import tail_thread
+
+    team_id, thread_id = _team_thread(thread)
+    try:
+        asyncio.run(tail_thread(url, key, team_id, thread_id, since=since, count=count))
+    except AccordError as exc:
+        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
 @orgs_app.command("create")
 def orgs_create(
     name: str = typer.Argument(..., help="The organization's display name (unique on this hub)."),
