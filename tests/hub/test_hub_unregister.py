@@ -34,3 +34,14 @@ async def test_unregister_frees_the_name_and_stops_the_identity(tmp_path: Path) 
     again = await HubClient(LocalLink(hub), hub=hub).register_human(Passport(name="bob", kind="human"))
     assert again.agent_id != old_bob  # a new identity, not the old one revived
     await hub.close()
+
+
+async def test_resume_counts_channels_opened() -> None:
+    hub = await Hub.open("memory", ttl_sweep_interval=0)
+    link = LocalLink(hub)
+    ann = await HubClient(link, hub=hub).register_human(Passport(name="ann", kind="human"))
+    await HubClient(link, hub=hub).register_human(Passport(name="ben", kind="human"))
+    await ann.open(type="conversation", target="ben")
+    await ann.open(type="thread", target=["ben"])
+    assert hub.resume(ann.agent_id).observed.channels_opened == 2
+    await hub.close()

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from test_rest import Server, cli
 
 from accord.client.rest import AccordClient, AsyncAccordClient
 from accord.model.errors import ChannelClosed, NotFound, Unauthenticated
-
-
-@pytest.fixture
-def served(tmp_path: Path):  # type: ignore[no-untyped-def]
-    data = tmp_path / "data"
-    acme = json.loads(cli("orgs", "create", "Acme", "--json", "--data", data))
-    globex = json.loads(cli("orgs", "create", "Globex", "--json", "--data", data))
-    server = Server(data)
-    server.start()
-    yield server, acme["api_key"], globex["api_key"]
-    server.stop()
 
 
 def test_support_escalation_setup_from_seed_000(served) -> None:  # type: ignore[no-untyped-def]

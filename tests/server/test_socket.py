@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
-from test_rest import Server, cli
+from test_rest import Server
 
 from accord.client.rest import AsyncAccordClient
 
@@ -33,17 +32,6 @@ async def envelopes(ws: Any, count: int, timeout: float = 10) -> list[dict[str, 
         if frame[3] == "envelope":
             out.append(frame[4])
     return out
-
-
-@pytest.fixture
-def served(tmp_path: Path):  # type: ignore[no-untyped-def]
-    data = tmp_path / "data"
-    acme = json.loads(cli("orgs", "create", "Acme", "--json", "--data", data))
-    globex = json.loads(cli("orgs", "create", "Globex", "--json", "--data", data))
-    server = Server(data)
-    server.start()
-    yield server, acme["api_key"], globex["api_key"]
-    server.stop()
 
 
 async def test_backlog_live_resume_and_privacy(served) -> None:  # type: ignore[no-untyped-def]

@@ -64,7 +64,7 @@ class AgentClient(ParticipantClient):
             await self.conn.report_failure(self.agent_id, "turn")
             return None
         if result.handoff is not None:
-            data = {"target": result.handoff.target, "reason": result.handoff.reason}
+            data = result.handoff.to_event_data()
             return await self.send(channel_id, event_type=EV_HANDOFF, data=data, causation_id=causation)
         return await self.send(channel_id, result.text or "", causation_id=causation)
 

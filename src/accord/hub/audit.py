@@ -26,7 +26,6 @@ from ..store.base import LogStore
 AUDIT_STREAM: Final = "audit"
 AU_ENVELOPE: Final = "audit.envelope"
 AU_REFUSAL: Final = "audit.refusal"
-AU_EVENT: Final = "audit.event"
 GENESIS: Final = "0" * 64
 
 
@@ -81,9 +80,6 @@ class AuditChain:
             "channel_id": channel_id,
         }
         return self._record(AU_REFUSAL, body, ts)
-
-    def event(self, *, ts: float, kind: str, data: dict[str, Any]) -> Envelope:
-        return self._record(AU_EVENT, {"kind": kind, **data}, ts)
 
 
 @dataclass

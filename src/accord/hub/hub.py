@@ -1157,6 +1157,8 @@ class Hub:
             if env.event_type == EV_EXPECTATION_VIOLATED:
                 for pid in env.event_data.get("awaiting", ()):
                     self._observe(pid, env.ts, late=True)
+            elif env.event_type == EV_CHANNEL_OPENED:
+                self._observe(env.sender_id, env.ts, opened=True)
         for sender, on_time in observations:
             self._observe(sender, envs[-1].ts, turn=True, on_time=on_time)
         ch.durable_seq = envs[-1].seq
@@ -1175,7 +1177,14 @@ class Hub:
             self._channels.pop(state.channel_id, None)
 
     def _observe(
-        self, agent_id: str, ts: float, *, turn: bool = False, on_time: bool = False, late: bool = False
+        self,
+        agent_id: str,
+        ts: float,
+        *,
+        turn: bool = False,
+        on_time: bool = False,
+        late: bool = False,
+        opened: bool = False,
     ) -> None:
         member = self.registry.members.get(agent_id)
         if member is None:
@@ -1188,6 +1197,8 @@ class Hub:
                 obs.replies_on_time += 1
         if late:
             obs.replies_late += 1
+        if opened:
+            obs.channels_opened += 1
         self._observed_dirty.add(agent_id)
 
     def _index_entry(self, state: ChannelState) -> dict[str, Any]:

@@ -138,14 +138,6 @@ class TeamService:
         except AccordError as err:
             await self.hub._refuse(err, actor=session.session_id, action="read", channel_id=None)
             raise
-        members = self.hub.registry.members
-
-        def ours(pid: str) -> bool:
-            if session.subject is not None:
-                return pid == session.subject
-            m = members.get(pid)
-            return m is not None and m.passport.org_id == session.org_id
-
         out: list[Envelope] = []
         cursor = after_seq
         while len(out) < limit:
@@ -154,9 +146,7 @@ class TeamService:
                 return out, 0
             for env in batch:
                 cursor = env.seq
-                if env.event_type == EV_TEXT and (
-                    env.audience is None or ours(env.sender_id) or any(ours(a) for a in env.audience)
-                ):
+                if env.event_type == EV_TEXT and self.hub.may_see(session, env):
                     out.append(env)
                     if len(out) == limit:
                         break

@@ -28,18 +28,6 @@ EV_RUNAWAY_GUARD: Final = "runaway_guard"
 # the sender id of envelopes the hub itself writes (closes, violations)
 HUB_SENDER: Final = "hub"
 
-LIFECYCLE_EVENTS: Final = frozenset(
-    {
-        EV_CHANNEL_OPENED,
-        EV_CHANNEL_INVITE,
-        EV_CHANNEL_ACK,
-        EV_CHANNEL_REJECT,
-        EV_CHANNEL_CLOSING,
-        EV_CHANNEL_CLOSED,
-        EV_PARTICIPANT_ADDED,
-        EV_PARTICIPANT_REMOVED,
-    }
-)
 # events only the hub may write: a client proposing one of these is refused
 HUB_ONLY_EVENTS: Final = frozenset(
     {
