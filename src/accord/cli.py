@@ -188,18 +188,45 @@ def serve(
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
     ),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: str = typer.Option("info", "--log-level", help="critical|error|warning|info|debug|trace."),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="json (one object per line; the default off a terminal) or text."
+    ),
 ) -> None:
     """Run the hub as a network server: REST under /v1, authenticated by API key."""
+    import logging
+
     import uvicorn
 
     from .server.app import app_for_data
+    from .server.logs import LOG_FORMATS, LOG_LEVELS, log_config
 
     if durability not in ("process", "power"):
         Console(stderr=True).print("[red]error:[/red] --durability is 'process' or 'power'")
         raise typer.Exit(2)
+    fmt = log_format or ("text" if sys.stderr.isatty() else "json")
+    if fmt not in LOG_FORMATS or log_level.lower() not in LOG_LEVELS:
+        levels = ", ".join(LOG_LEVELS)
+        Console(stderr=True).print(f"[red]error:[/red] --log-format is json or text; --log-level is {levels}")
+        raise typer.Exit(2)
     data.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(app_for_data(data, durability), host=host, port=port, log_level=log_level, lifespan="on")
+    application = app_for_data(data, durability)
+    application.state.log_fields = {
+        "data_dir": str(data.resolve()),
+        "durability": durability,
+        "host": host,
+        "port": port,
+    }
+    logging.captureWarnings(True)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=log_config(fmt, log_level),
+        log_level=log_level.lower(),
+        access_log=False,  # accord.access (server/logs.py) logs requests, with the api_key redacted
+        lifespan="on",
+    )
 
 
 URL_OPTION = typer.Option(

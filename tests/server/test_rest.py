@@ -32,8 +32,9 @@ def cli(*args: str | Path) -> str:
 
 
 class Server:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.data = data
+        self.extra_args = extra_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,6 +49,7 @@ class Server:
             str(self.data),
             "--log-level",
             "warning",
+            *self.extra_args,  # later options win: ("--log-level", "info") overrides the default above
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Hub
-from . import errors
+from . import errors, logs
 from .errors import ORJSONResponse
 
 log = logging.getLogger("accord.server")
@@ -78,11 +78,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = hub is None
         app.state.hub = hub if hub is not None else await open_hub()  # type: ignore[misc]
+        run_log = logs.RunLog(app.state.hub, **getattr(app.state, "log_fields", {}))
         try:
             yield
         finally:
             if owned:
                 await app.state.hub.close()  # graceful: flushes snapshots, releases the store lock
+            run_log.stopped()
 
     app = FastAPI(
         title="Accord",
@@ -107,6 +109,7 @@ def create_app(
         return {"ok": not h.closed, "store": h.store.describe()}
 
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(logs.AccessLog)  # outermost of ours: sees 413s and the socket's close too
     return app
 
 
