@@ -7,6 +7,7 @@ the same way in-process and over the network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import httpx
@@ -95,6 +96,48 @@ class Joined(_Model):
     membership: Membership
 
 
+class ChannelInfo(_Model):
+    """A channel's state (``ChannelState.to_dict()``; more fields than these come through as extras)."""
+
+    channel_id: str
+    adapter: str
+    initiator: str
+    participants: list[str]
+    names: dict[str, str] = {}
+    knobs: dict[str, Any] = {}
+    team_id: str | None = None
+    status: str
+    opened_at: float
+    last_seq: int
+    ttl: float | None = None
+    ack_timeout: float | None = None
+    close_reason: str | None = None
+
+
+class ChannelEnvelope(_Model):
+    envelope_id: str
+    channel_id: str
+    seq: int
+    ts: float
+    event_type: str
+    event_data: dict[str, Any]
+    sender_id: str
+    audience: list[str] | None = None
+    causation_id: str | None = None
+
+
+class AuditRecord(_Model):
+    """One record of the hash-chained audit log: ``type`` is ``envelope`` or ``refusal``."""
+
+    seq: int
+    ts: float
+    created_at: str
+    type: str
+    org: str | None
+    hash: str | None = None
+    data: dict[str, Any]
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None
@@ -158,6 +201,52 @@ def _post(
     if agent_id or user_id:
         body.update(_member(agent_id, user_id))
     return Req("POST", f"/v1/teams/{team_id}/threads/{thread_id}/messages", Message, body)
+
+
+def _open_channel(
+    adapter: str,
+    initiator: str,
+    targets: str | Sequence[str],
+    knobs: dict[str, Any] | None,
+    ttl: float | None,
+    ack_timeout: float | None,
+) -> Req[ChannelInfo]:
+    body: dict[str, Any] = {
+        "adapter": adapter,
+        "initiator": initiator,
+        "targets": [targets] if isinstance(targets, str) else list(targets),
+    }
+    extra = {"knobs": knobs, "ttl": ttl, "ack_timeout": ack_timeout}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Req("POST", "/v1/channels", ChannelInfo, body)
+
+
+def _channel_envelopes(channel_id: str, after_seq: int | str, limit: int) -> Req[Page[ChannelEnvelope]]:
+    params = {"after_seq": int(after_seq), "limit": limit}
+    return Req("GET", f"/v1/channels/{channel_id}/envelopes", Page[ChannelEnvelope], params=params)
+
+
+def _post_envelope(
+    channel_id: str,
+    sender_id: str,
+    event_data: dict[str, Any],
+    event_type: str,
+    audience: Sequence[str] | None,
+    causation_id: str | None,
+    client_msg_id: str | None,
+) -> Req[ChannelEnvelope]:
+    body: dict[str, Any] = {"sender_id": sender_id, "event_type": event_type, "event_data": event_data}
+    extra = {
+        "audience": list(audience) if audience is not None else None,
+        "causation_id": causation_id,
+        "client_msg_id": client_msg_id,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Req("POST", f"/v1/channels/{channel_id}/envelopes", ChannelEnvelope, body)
+
+
+def _audit(after_seq: int | str, limit: int) -> Req[Page[AuditRecord]]:
+    return Req("GET", "/v1/audit", Page[AuditRecord], params={"after_seq": int(after_seq), "limit": limit})
 
 
 def _parse(req: Req[R], response: httpx.Response) -> R | None:
@@ -255,6 +344,53 @@ class AccordClient:
         user_id: str | None = None,
     ) -> Message:
         return self._run(_post(team_id, thread_id, content, agent_id, user_id))
+
+    def open_channel(
+        self,
+        adapter: str,
+        initiator: str,
+        targets: str | Sequence[str],
+        *,
+        knobs: dict[str, Any] | None = None,
+        ttl: float | None = None,
+        ack_timeout: float | None = None,
+    ) -> ChannelInfo:
+        """Open a channel with any adapter; the targets ack it with ``post_envelope(…, "channel.ack")``."""
+        return self._run(_open_channel(adapter, initiator, targets, knobs, ttl, ack_timeout))
+
+    def channel(self, channel_id: str) -> ChannelInfo:
+        return self._run(Req("GET", f"/v1/channels/{channel_id}", ChannelInfo))
+
+    def channel_envelopes(
+        self, channel_id: str, *, after_seq: int | str = 0, limit: int = 100
+    ) -> Page[ChannelEnvelope]:
+        """Envelopes after ``after_seq`` (pass the previous page's ``next_cursor`` to continue)."""
+        return self._run(_channel_envelopes(channel_id, after_seq, limit))
+
+    def post_envelope(
+        self,
+        channel_id: str,
+        sender_id: str,
+        event_data: dict[str, Any],
+        event_type: str = "text",
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> ChannelEnvelope:
+        return self._run(
+            _post_envelope(
+                channel_id, sender_id, event_data, event_type, audience, causation_id, client_msg_id
+            )
+        )
+
+    def close_channel(self, channel_id: str, actor: str, *, reason: str = "explicit") -> None:
+        self._run(Req("POST", f"/v1/channels/{channel_id}/close", None, {"actor": actor, "reason": reason}))
+
+    def audit(self, *, after_seq: int | str = 0, limit: int = 100) -> Page[AuditRecord]:
+        """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``
+        is set."""
+        return self._run(_audit(after_seq, limit))
 
     def close(self) -> None:
         self._http.close()
@@ -357,6 +493,55 @@ class AsyncAccordClient:
         user_id: str | None = None,
     ) -> Message:
         return await self._run(_post(team_id, thread_id, content, agent_id, user_id))
+
+    async def open_channel(
+        self,
+        adapter: str,
+        initiator: str,
+        targets: str | Sequence[str],
+        *,
+        knobs: dict[str, Any] | None = None,
+        ttl: float | None = None,
+        ack_timeout: float | None = None,
+    ) -> ChannelInfo:
+        """Open a channel with any adapter; the targets ack it with ``post_envelope(…, "channel.ack")``."""
+        return await self._run(_open_channel(adapter, initiator, targets, knobs, ttl, ack_timeout))
+
+    async def channel(self, channel_id: str) -> ChannelInfo:
+        return await self._run(Req("GET", f"/v1/channels/{channel_id}", ChannelInfo))
+
+    async def channel_envelopes(
+        self, channel_id: str, *, after_seq: int | str = 0, limit: int = 100
+    ) -> Page[ChannelEnvelope]:
+        """Envelopes after ``after_seq`` (pass the previous page's ``next_cursor`` to continue)."""
+        return await self._run(_channel_envelopes(channel_id, after_seq, limit))
+
+    async def post_envelope(
+        self,
+        channel_id: str,
+        sender_id: str,
+        event_data: dict[str, Any],
+        event_type: str = "text",
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> ChannelEnvelope:
+        return await self._run(
+            _post_envelope(
+                channel_id, sender_id, event_data, event_type, audience, causation_id, client_msg_id
+            )
+        )
+
+    async def close_channel(self, channel_id: str, actor: str, *, reason: str = "explicit") -> None:
+        await self._run(
+            Req("POST", f"/v1/channels/{channel_id}/close", None, {"actor": actor, "reason": reason})
+        )
+
+    async def audit(self, *, after_seq: int | str = 0, limit: int = 100) -> Page[AuditRecord]:
+        """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``
+        is set."""
+        return await self._run(_audit(after_seq, limit))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -8,6 +8,12 @@ can rule out by keeping the latest ``hash`` somewhere else (``accord audit verif
 
 Audit records are Envelopes in the ``audit`` stream, appended in the same group commit as the
 envelopes they describe: an envelope is never acknowledged without its audit record.
+
+Each record also names the ``org`` it concerns (inside the hashed body, so it is tamper-evident too):
+for a channel envelope the sender's org (the channel's own org for hub-written envelopes), for a
+registry event the org it is about, for a refusal the org of the session that was refused. ``GET
+/v1/audit`` shows an org exactly the records tagged with it; records without an org (written before
+the field existed, or about nobody in particular) are shown to no org.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import orjson
 
 from ..model.envelope import Envelope
 from ..model.events import HUB_SENDER
+from ..protocol.registry import RegistryState
 from ..store.base import LogStore
 
 AUDIT_STREAM: Final = "audit"
@@ -58,8 +65,9 @@ class AuditChain:
             sender_id=HUB_SENDER,
         )
 
-    def envelope(self, env: Envelope, stream: str) -> Envelope:
+    def envelope(self, env: Envelope, stream: str, *, org: str | None = None) -> Envelope:
         body = {
+            "org": org,
             "stream": stream,
             "seq": env.seq,
             "envelope_id": env.envelope_id,
@@ -70,9 +78,18 @@ class AuditChain:
         return self._record(AU_ENVELOPE, body, env.ts)
 
     def refusal(
-        self, *, ts: float, actor: str, action: str, code: str, message: str, channel_id: str | None
+        self,
+        *,
+        ts: float,
+        actor: str,
+        action: str,
+        code: str,
+        message: str,
+        channel_id: str | None,
+        org: str | None = None,
     ) -> Envelope:
         body = {
+            "org": org,
             "actor": actor,
             "action": action,
             "code": code,
@@ -80,6 +97,73 @@ class AuditChain:
             "channel_id": channel_id,
         }
         return self._record(AU_REFUSAL, body, ts)
+
+
+def registry_org(state: RegistryState, env: Envelope) -> str | None:
+    """The org a registry event is about (``state`` already folded it), or None when it is nobody's
+    in particular (``resume.observed`` batches, the rows of a removed membership)."""
+    d = env.event_data
+
+    def text(key: str, within: dict[str, Any] = d) -> str | None:
+        value = within.get(key)
+        return value if isinstance(value, str) else None
+
+    passport = d.get("passport")
+    org = text("org_id") or (text("org_id", passport) if isinstance(passport, dict) else None)
+    if org is not None:
+        return org
+    member = state.members.get(text("agent_id") or "")
+    if member is not None:
+        return member.passport.org_id
+    key = state.keys.get(text("key_id") or "")
+    if key is not None:
+        return key.org_id
+    visa = state.visas.get(text("visa_id") or "")
+    if visa is not None:
+        return visa.org_id
+    invite = state.invites.get(text("invite_id") or "")
+    team = state.teams.get(invite.team_id if invite is not None else text("team_id") or "")
+    return team.org_id if team is not None else None
+
+
+def render(rec: Envelope) -> dict[str, Any]:
+    """An audit record as ``GET /v1/audit`` shows it: the chain link (``prev``) stays inside."""
+    body = {k: v for k, v in rec.event_data.items() if k not in ("prev", "hash", "org")}
+    return {
+        "seq": rec.seq,
+        "ts": rec.ts,
+        "type": rec.event_type.removeprefix("audit."),
+        "org": rec.event_data.get("org"),
+        "hash": rec.event_data.get("hash"),
+        "data": body,
+    }
+
+
+async def read_org(
+    store: LogStore, org_id: str, *, after_seq: int = 0, limit: int = 100, scan: int = 20_000
+) -> tuple[list[Envelope], int]:
+    """The audit records tagged with ``org_id`` after ``after_seq``, at most ``limit`` of them.
+
+    Scans at most about ``scan`` records per call, so one org's read costs bounded work however busy
+    the other orgs are: the page may then hold fewer than ``limit`` records. Returns the records and
+    the seq to continue from (0 once the end of the log was reached).
+    """
+    out: list[Envelope] = []
+    cursor = after_seq
+    scanned = 0
+    while len(out) < limit and scanned < scan:
+        batch = await store.read(AUDIT_STREAM, after_seq=cursor, limit=min(max(limit * 4, 500), scan))
+        if not batch:
+            return out, 0
+        scanned += len(batch)
+        for rec in batch:
+            cursor = rec.seq
+            if rec.event_data.get("org") == org_id:
+                out.append(rec)
+                if len(out) == limit:
+                    break
+    more = await store.read(AUDIT_STREAM, after_seq=cursor, limit=1)
+    return out, cursor if more else 0
 
 
 @dataclass

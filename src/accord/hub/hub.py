@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -94,7 +94,7 @@ from ..protocol.registry import (
     fold_registry,
 )
 from ..store.base import AppendPart, LogStore
-from .audit import AUDIT_STREAM, AuditChain
+from .audit import AUDIT_STREAM, AuditChain, read_org, registry_org
 from .governance import HubArbiter, HubListener, RuleEnforcer
 from .teams import TeamService
 
@@ -102,6 +102,7 @@ log = logging.getLogger("accord.hub")
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
 DEFAULT_ACK_TIMEOUT = 30.0
+RECENTLY_CLOSED = 4096  # closes remembered for reconnect catch-up
 _DEDUP_PER_CHANNEL = 1024
 
 
@@ -222,6 +223,8 @@ class Hub:
         self._observed_dirty: set[str] = set()
         # channel_id → observers told of every durable envelope (sockets streaming a thread)
         self._watchers: dict[str, set[Callable[[Envelope], None]]] = {}
+        # (closed_at, channel_id, everyone who ever took part), newest last
+        self.recently_closed: deque[tuple[float, str, tuple[str, ...]]] = deque(maxlen=RECENTLY_CLOSED)
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -458,7 +461,9 @@ class Hub:
             for arb in self.arbiters:
                 arb.check_register(passport)
         except AccordError as err:
-            await self._refuse(err, actor=session.session_id, action="register", channel_id=None)
+            await self._refuse(
+                err, actor=session.session_id, action="register", channel_id=None, org_id=session.org_id
+            )
             raise
         passport.agent_id = new_id("usr" if passport.kind == "human" else "agt")
         resume = resume or Resume()
@@ -474,13 +479,31 @@ class Hub:
             listener.on_register(passport)
         return passport
 
-    async def attach(self, session: Session, name: str, endpoint: Endpoint | None = None) -> Passport:
-        """Attach to an existing participant by passport name (after a restart)."""
+    async def attach(
+        self, session: Session, name: str, endpoint: Endpoint | None = None, *, takeover: bool = False
+    ) -> Passport:
+        """Attach to an existing participant by passport name (after a restart).
+
+        ``takeover`` lets a client reclaim a participant still held by an older session *of the same
+        API key* — a reconnecting socket may beat the server to noticing that its old one is dead.
+        """
         self._ensure_open()
         member = self.registry.lookup(session.org_id, name)
         if member is None:
             raise NotFound(f"no participant named {name!r}")
-        return await self._attach(session, member.passport.agent_id, endpoint, None, None)
+        if not session.may_administer and session.subject != member.passport.agent_id:
+            raise AccessDenied(f"this key cannot act as {name!r}")
+        agent_id = member.passport.agent_id
+        holder = self._attached_by.get(agent_id)
+        if (
+            takeover
+            and holder is not None
+            and holder is not session
+            and session.key_id is not None
+            and holder.key_id == session.key_id
+        ):
+            self.detach(holder, agent_id)
+        return await self._attach(session, agent_id, endpoint, None, None)
 
     async def _attach(
         self,
@@ -567,7 +590,10 @@ class Hub:
         raise AccessDenied(f"this connection does not act for {agent_id}")
 
     def _resolve(self, org_id: str, target: str) -> str:
-        if target in self.registry.members and self.registry.members[target].active:
+        """A target by id or name, *within the org*: work crosses orgs only through a shared team's
+        threads (DESIGN §7), so another org's participant is as unknown as one that never existed."""
+        member = self.registry.members.get(target)
+        if member is not None and member.active and member.passport.org_id == org_id:
             return target
         member = self.registry.lookup(org_id, target)
         if member is None:
@@ -617,7 +643,7 @@ class Hub:
                 auto_accept=auto_accept,
             )
         except AccordError as err:
-            await self._refuse(err, actor=initiator, action="open", channel_id=None)
+            await self._refuse(err, actor=initiator, action="open", channel_id=None, org_id=session.org_id)
             raise
         cid = new_id("thr")
         now = self.clock()
@@ -671,7 +697,13 @@ class Hub:
                     f"unknown participant {participant_id!r}", details={"target": participant_id}
                 )
         except AccordError as err:
-            await self._refuse(err, actor=session.session_id, action=event_type, channel_id=channel_id)
+            await self._refuse(
+                err,
+                actor=session.session_id,
+                action=event_type,
+                channel_id=channel_id,
+                org_id=session.org_id,
+            )
             raise
         return await self._set_participant(ch, participant_id, event_type)
 
@@ -712,14 +744,20 @@ class Hub:
             ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
             self._channels.move_to_end(proposal.channel_id)
         except AccordError as err:
-            await self._refuse(err, actor=str(proposal.sender_id), action="send", channel_id=None)
+            await self._refuse(
+                err, actor=str(proposal.sender_id), action="send", channel_id=None, org_id=session.org_id
+            )
             raise
         state = ch.state
         try:
             self._require_actor(session, proposal.sender_id)
         except AccordError as err:
             await self._refuse(
-                err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+                err,
+                actor=proposal.sender_id,
+                action=proposal.event_type,
+                channel_id=state.channel_id,
+                org_id=session.org_id,
             )
             raise
         if proposal.sender_id not in state.participants:
@@ -727,7 +765,11 @@ class Hub:
                 self._not_a_participant(state, proposal.sender_id)
             except AccordError as err:
                 await self._refuse(
-                    err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+                    err,
+                    actor=proposal.sender_id,
+                    action=proposal.event_type,
+                    channel_id=state.channel_id,
+                    org_id=session.org_id,
                 )
                 raise
         key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
@@ -756,7 +798,11 @@ class Hub:
             self.rules.take_token(proposal.sender_id, now)  # last: a refused send costs no token
         except AccordError as err:
             await self._refuse(
-                err, actor=proposal.sender_id, action=proposal.event_type, channel_id=state.channel_id
+                err,
+                actor=proposal.sender_id,
+                action=proposal.event_type,
+                channel_id=state.channel_id,
+                org_id=session.org_id,
             )
             raise
         if key is None:
@@ -856,7 +902,7 @@ class Hub:
             if actor not in state.participants:
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
-            await self._refuse(err, actor=actor, action="close", channel_id=channel_id)
+            await self._refuse(err, actor=actor, action="close", channel_id=channel_id, org_id=session.org_id)
             raise
         if not state.is_open:
             return
@@ -900,15 +946,7 @@ class Hub:
         Only for a channel the session's org may see (else ``not_found``, audited). The observer runs
         inside fan-out: it must only queue (a socket writer drains it), never block.
         """
-        try:
-            ch = await self._channel(channel_id)
-            if not self._org_sees_channel(session.org_id, ch.state) or (
-                session.subject is not None and session.subject not in ch.state.participants
-            ):
-                raise NotFound(f"unknown channel {channel_id}")
-        except AccordError as err:
-            await self._refuse(err, actor=session.session_id, action="watch", channel_id=None)
-            raise
+        await self.require_visible(session, channel_id, action="watch")
         watchers = self._watchers.setdefault(channel_id, set())
         watchers.add(observer)
 
@@ -918,6 +956,43 @@ class Hub:
                 del self._watchers[channel_id]
 
         return unwatch
+
+    async def require_visible(
+        self, session: Session, channel_id: str, *, action: str = "read"
+    ) -> ChannelState:
+        """The channel's state if the session's org may see it (DESIGN §7), else ``not_found``, audited.
+
+        A key scoped to one agent or person sees only channels its subject takes part in.
+        """
+        try:
+            ch = await self._channel(channel_id)
+            if not self._org_sees_channel(session.org_id, ch.state) or (
+                session.subject is not None and session.subject not in ch.state.participants
+            ):
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+            )
+            raise
+        return ch.state
+
+    async def read_visible(
+        self,
+        session: Session,
+        channel_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Envelope]:
+        """``read_wal`` for a remote reader: only a channel its org may see, only envelopes it may see."""
+        for label, value in (("after_seq", after_seq), ("limit", limit), ("last", last)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise InvalidInput(f"{label} must be a non-negative integer")
+        await self.require_visible(session, channel_id)
+        envs = await self.read_wal(channel_id, after_seq, limit, last=last)
+        return [e for e in envs if self.may_see(session, e)]
 
     def may_see(self, session: Session, env: Envelope) -> bool:
         """Audience rule for an observer: addressed envelopes only if its org/subject is addressed or sent."""
@@ -963,11 +1038,68 @@ class Hub:
             if participant_id not in ch.state.participants:
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
-            await self._refuse(err, actor=participant_id, action="read", channel_id=None)
+            await self._refuse(
+                err, actor=participant_id, action="read", channel_id=None, org_id=session.org_id
+            )
             raise
         envs = await self.store.read_last(channel_id, last)
         impl = get_adapter(ch.state.adapter)
         return [e for e in envs if impl.visible(ch.state, e, participant_id)]
+
+    async def read_channel(
+        self, session: Session, channel_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Envelope], int]:
+        """Envelopes after ``after_seq`` of a channel the session may see, filtered by ``may_see``.
+
+        Returns at most ``limit`` envelopes and the seq to continue from (0 once the end was reached).
+        """
+        try:
+            if not isinstance(after_seq, int) or after_seq < 0:
+                raise InvalidInput("after_seq must be a non-negative integer")
+            if not isinstance(limit, int) or not 0 < limit <= 500:
+                raise InvalidInput("limit must be an integer from 1 to 500")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        await self.require_visible(session, channel_id)
+        out: list[Envelope] = []
+        cursor = after_seq
+        while len(out) < limit:
+            batch = await self.store.read(channel_id, after_seq=cursor, limit=limit * 2)
+            if not batch:
+                return out, 0
+            for env in batch:
+                cursor = env.seq
+                if self.may_see(session, env):
+                    out.append(env)
+                    if len(out) == limit:
+                        break
+        more = await self.store.read(channel_id, after_seq=cursor, limit=1)
+        return out, cursor if more else 0
+
+    async def audit_log(
+        self, session: Session, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Envelope], int]:
+        """The audit records about the session's org (an admin's read), after ``after_seq``.
+
+        Returns at most ``limit`` records and the seq to continue from (0 at the end); a page may be
+        short (see ``audit.read_org``). Never a record tagged with another org, nor an untagged one.
+        """
+        try:
+            if not session.may_administer:
+                raise AccessDenied("reading the audit log needs an org admin key")
+            if not isinstance(after_seq, int) or after_seq < 0:
+                raise InvalidInput("after_seq must be a non-negative integer")
+            if not isinstance(limit, int) or not 0 < limit <= 1000:
+                raise InvalidInput("limit must be an integer from 1 to 1000")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="audit.read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        return await read_org(self.store, session.org_id, after_seq=after_seq, limit=limit)
 
     async def _channel(self, channel_id: str) -> _Channel:
         ch = self._channels.get(channel_id)
@@ -1103,11 +1235,12 @@ class Hub:
             registry_events.extend(extra_registry)
         cid = state.channel_id
         parts: list[AppendPart] = [(cid, envs, expected)]
-        audits = [self._audit.envelope(env, cid) for env in envs]
+        audits = [self._audit.envelope(env, cid, org=self._audit_org(state, env.sender_id)) for env in envs]
         if registry_events:
             reg_envs = self._registry_stamp(registry_events)
             parts.append((REGISTRY_STREAM, reg_envs, reg_envs[0].seq - 1))
-            audits.extend(self._audit.envelope(e, REGISTRY_STREAM) for e in reg_envs)
+            org = self._audit_org(state, HUB_SENDER)  # these events are about this channel
+            audits.extend(self._audit.envelope(e, REGISTRY_STREAM, org=org) for e in reg_envs)
         parts.append((AUDIT_STREAM, audits, audits[0].seq - 1))
         ch.since_snapshot += len(envs)
         # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
@@ -1148,6 +1281,8 @@ class Hub:
                 gone = endpoints.get(str(env.event_data["participant"]))
                 if gone is not None:
                     gone.push(env)  # the last thing a removed participant hears from this channel
+                # for catch-up: a client away while it was added and removed again must still hear of it
+                self.recently_closed.append((env.ts, state.channel_id, (str(env.event_data["participant"]),)))
             watchers = self._watchers.get(state.channel_id)
             if watchers:
                 for watcher in list(watchers):
@@ -1159,6 +1294,9 @@ class Hub:
                     self._observe(pid, env.ts, late=True)
             elif env.event_type == EV_CHANNEL_OPENED:
                 self._observe(env.sender_id, env.ts, opened=True)
+            elif env.event_type == EV_CHANNEL_CLOSED:
+                # for catch-up: a reconnecting client must hear of channels opened and closed meanwhile
+                self.recently_closed.append((env.ts, state.channel_id, tuple(state.names)))
         for sender, on_time in observations:
             self._observe(sender, envs[-1].ts, turn=True, on_time=on_time)
         ch.durable_seq = envs[-1].seq
@@ -1228,7 +1366,7 @@ class Hub:
     async def _registry_write(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         self._ensure_open()
         envs = self._registry_stamp(events)
-        audits = [self._audit.envelope(e, REGISTRY_STREAM) for e in envs]
+        audits = [self._audit.envelope(e, REGISTRY_STREAM, org=registry_org(self.registry, e)) for e in envs]
         futures = [
             self.store.append_group(
                 [(REGISTRY_STREAM, envs, envs[0].seq - 1), (AUDIT_STREAM, audits, audits[0].seq - 1)]
@@ -1257,8 +1395,23 @@ class Hub:
         self._observed_dirty.clear()
         return self._registry_write([(RG_OBSERVED, {"observed": observed})])
 
-    async def _refuse(self, err: AccordError, *, actor: str, action: str, channel_id: str | None) -> None:
-        """Every refusal is audited (durably, before the caller sees the error) and told to listeners."""
+    async def _refuse(
+        self,
+        err: AccordError,
+        *,
+        actor: str,
+        action: str,
+        channel_id: str | None,
+        org_id: str | None = None,
+    ) -> None:
+        """Every refusal is audited (durably, before the caller sees the error) and told to listeners.
+
+        The record is tagged with ``org_id``, the org of the refused session (by default the org of
+        ``actor`` when it is a participant): that org, and only it, reads it in ``audit_log``.
+        """
+        if org_id is None:
+            member = self.registry.members.get(actor)
+            org_id = member.passport.org_id if member is not None else None
         for listener in self.listeners:
             listener.on_refusal(actor, action, err, channel_id)
         if self._closed or self._broken is not None:
@@ -1270,11 +1423,23 @@ class Hub:
             code=err.code,
             message=err.message,
             channel_id=channel_id,
+            org=org_id,
         )
         try:
             await self.store.append(AUDIT_STREAM, [rec], rec.seq - 1)
         except BaseException as exc:
             self._store_failed(None, exc)
+
+    def _audit_org(self, state: ChannelState, sender: str) -> str | None:
+        """The org an audit record of a channel envelope concerns: its sender's, else the channel's
+        (the team's owner for a team thread, the initiator's otherwise)."""
+        members = self.registry.members
+        member = members.get(sender)
+        if member is None and state.team_id is not None:
+            team = self.registry.teams.get(state.team_id)
+            return team.org_id if team is not None else None
+        member = member or members.get(state.initiator)
+        return member.passport.org_id if member is not None else None
 
     def _store_failed(self, channel_id: str | None, exc: BaseException) -> None:
         """A failed durable write leaves memory ahead of disk: stop writing rather than diverge."""

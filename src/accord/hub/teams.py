@@ -95,7 +95,9 @@ class TeamService:
         try:
             return await coro
         except AccordError as err:
-            await self.hub._refuse(err, actor=session.session_id, action=action, channel_id=None)
+            await self.hub._refuse(
+                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+            )
             raise
 
     # --- reading ------------------------------------------------------------------------------------
@@ -136,7 +138,9 @@ class TeamService:
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
-            await self.hub._refuse(err, actor=session.session_id, action="read", channel_id=None)
+            await self.hub._refuse(
+                err, actor=session.session_id, action="read", channel_id=None, org_id=session.org_id
+            )
             raise
         out: list[Envelope] = []
         cursor = after_seq

@@ -175,6 +175,18 @@ class HubClosed(AccordError):
     http_status = 503
 
 
+class Disconnected(AccordError):
+    """A remote link lost its connection before the hub answered; the call may or may not have happened.
+
+    Idempotent calls (sends with a ``client_msg_id``, reads, closes) are retried by the link itself after
+    it reconnects; this is raised for the others (``open``, ``register``) and when the link gives up.
+    """
+
+    code = "disconnected"
+    http_status = 503
+    retryable = True
+
+
 class ModelError(AccordError):
     code = "model_error"
     http_status = 502

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..hub import Hub, Session
+from ..hub.audit import render as _render_audit
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import InvalidInput, NotFound, Unauthenticated
 from ..model.events import EV_TEXT
@@ -102,6 +103,40 @@ class InviteIn(_Body):
 
 class JoinIn(MemberIn):
     join_code: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+_Id = Annotated[str, Field(min_length=1, max_length=128)]
+_Seconds = Annotated[float, Field(gt=0, le=10 * 365 * 86400, allow_inf_nan=False)]
+
+
+class ChannelIn(_Body):
+    """Open a channel with any adapter; ``initiator`` must be a participant this key acts for."""
+
+    adapter: Annotated[str, Field(min_length=1, max_length=64)]
+    initiator: _Id
+    targets: Annotated[list[_Id], Field(max_length=1000)]
+    knobs: dict[str, Any] | None = None
+    ttl: _Seconds | None = None
+    ack_timeout: _Seconds | None = None
+
+
+class EnvelopeIn(_Body):
+    """A proposal: the hub checks it (key, participation, rules, the adapter) and stamps it."""
+
+    sender_id: _Id
+    event_type: Annotated[str, Field(min_length=1, max_length=64)] = EV_TEXT
+    event_data: dict[str, Any]
+    audience: Annotated[list[_Id], Field(max_length=1000)] | None = None
+    causation_id: Annotated[str, Field(max_length=256)] | None = None
+    client_msg_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+
+class CloseIn(_Body):
+    actor: _Id
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "explicit"
+
+
+_AfterSeq = Annotated[int, Query(ge=0, le=2**53)]
 
 
 # --- auth -------------------------------------------------------------------------------------------
@@ -365,3 +400,78 @@ async def post_message(
         raise InvalidInput("an admin key must say who posts: give agent_id or user_id")
     env = await hub.submit(session, Proposal(thread_id, EV_TEXT, {"text": body.content}, actor))
     return _message(hub, env)
+
+
+# --- channels (any adapter) ----------------------------------------------------------------------------
+
+
+@router.post("/channels", status_code=201, tags=["channels"])
+async def open_channel(body: ChannelIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    state = await hub.open_channel(
+        session,
+        body.initiator,
+        body.adapter,
+        body.targets,
+        knobs=body.knobs,
+        ttl=body.ttl,
+        ack_timeout=body.ack_timeout,
+    )
+    return state.to_dict()
+
+
+@router.get("/channels/{channel_id}", tags=["channels"])
+async def get_channel(channel_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return (await hub.require_visible(session, channel_id)).to_dict()
+
+
+@router.get("/channels/{channel_id}/envelopes", tags=["channels"])
+async def list_envelopes(
+    channel_id: str,
+    session: Auth,
+    hub: HubDep,
+    after_seq: _AfterSeq = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Envelopes after ``after_seq`` that this key may see; ``next_cursor`` is the ``after_seq`` to
+    continue from (null at the end)."""
+    envs, next_seq = await hub.read_channel(session, channel_id, after_seq=after_seq, limit=limit)
+    return _page([e.to_dict() for e in envs], str(next_seq) if next_seq else None)
+
+
+@router.post("/channels/{channel_id}/envelopes", status_code=201, tags=["channels"])
+async def post_envelope(channel_id: str, body: EnvelopeIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    await hub.require_visible(session, channel_id, action="send")  # unknown and forbidden: both 404
+    proposal = Proposal(
+        channel_id,
+        body.event_type,
+        body.event_data,
+        body.sender_id,
+        body.audience,
+        body.causation_id,
+        body.client_msg_id,
+    )
+    return (await hub.submit(session, proposal)).to_dict()
+
+
+@router.post("/channels/{channel_id}/close", status_code=204, tags=["channels"])
+async def close_channel(channel_id: str, body: CloseIn, session: Auth, hub: HubDep) -> Response:
+    await hub.require_visible(session, channel_id, action="close")
+    await hub.close_channel(session, body.actor, channel_id, body.reason)
+    return Response(status_code=204)
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+
+@router.get("/audit", tags=["audit"])
+async def read_audit(
+    session: Auth,
+    hub: HubDep,
+    after_seq: _AfterSeq = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The audit records about your organization (admin keys only), in chain order. A page may hold
+    fewer than ``limit`` records while ``next_cursor`` is set: keep reading until it is null."""
+    records, next_seq = await hub.audit_log(session, after_seq=after_seq, limit=limit)
+    data = [{**_render_audit(r), "created_at": _iso(r.ts)} for r in records]
+    return _page(data, str(next_seq) if next_seq else None)
