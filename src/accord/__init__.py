@@ -5,9 +5,9 @@ with only their imports changed.
 """
 
 from .agents import Agent, OfflineConfig, TestConfig, Tool, tool
-from .client import AgentClient, Channel, HubClient, HumanClient
+from .client import AgentClient, Channel, HubClient, HumanClient, RemoteHub
 from .hub import Hub, HubArbiter, HubListener
-from .link import LocalLink
+from .link import LocalLink, WsLink
 from .model.envelope import Envelope, Proposal
 from .model.errors import AccordError
 from .model.events import (
@@ -83,6 +83,7 @@ __all__ = [
     "OfflineConfig",
     "Passport",
     "Proposal",
+    "RemoteHub",
     "Resume",
     "Rule",
     "SqliteStore",
@@ -93,6 +94,7 @@ __all__ = [
     "Transition",
     "TransitionCondition",
     "TransitionGraph",
+    "WsLink",
     "register_adapter",
     "register_condition",
     "reply_within",

@@ -8,6 +8,12 @@ workflow example's reviewer script plays the seed's instructions: one revision, 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from accord import (
     EV_CHANNEL_CLOSED,
@@ -22,14 +28,60 @@ from accord import (
     LocalLink,
     MemoryKnowledgeStore,
     Passport,
+    RemoteHub,
     Resume,
     TerminateTarget,
     ToolCalled,
     Transition,
     TransitionGraph,
+    WsLink,
     tool,
 )
 from accord.testing import TestConfig, ToolCall
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
+from test_rest import Server, cli
+
+# --- config: which hub the seeds talk to ---------------------------------------------------------------
+# "local": the in-process hub, as in the seeds. "ws": a real `accord serve` in another process, reached
+# through WsLink; the seeds' `hub.read_wal` is answered by RemoteHub (the org's view of the log).
+_remote: tuple[str, str] | None = None
+
+
+async def open_hub() -> Hub | RemoteHub:
+    if _remote is None:
+        return await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
+    return RemoteHub(*_remote)
+
+
+def make_link(hub: Hub | RemoteHub) -> LocalLink | WsLink:
+    if _remote is None:
+        assert isinstance(hub, Hub)
+        return LocalLink(hub)
+    return WsLink(*_remote)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, list[str]]]:
+    data = tmp_path_factory.mktemp("seeds-ws")
+    keys = [
+        json.loads(cli("orgs", "create", f"Seeds{i}", "--json", "--data", data))["api_key"] for i in range(4)
+    ]
+    srv = Server(data)
+    srv.start()
+    yield srv, keys
+    srv.stop()
+
+
+@pytest.fixture(params=["local", "ws"], autouse=True)
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every seed runs twice: in-process, and over WsLink against `accord serve` (one fresh org each)."""
+    global _remote
+    if request.param == "ws":
+        srv, keys = request.getfixturevalue("server")
+        _remote = (srv.url, keys.pop())
+    yield request.param
+    _remote = None
 
 
 async def consulting_main() -> None:
@@ -38,8 +90,8 @@ async def consulting_main() -> None:
     )
 
     # Hub: registry + WAL + audit log + adapters live here.
-    hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
-    link = LocalLink(hub)  # in-process duplex transport
+    hub = await open_hub()  # config: Hub.open(MemoryKnowledgeStore(), …) or RemoteHub(url, key)
+    link = make_link(hub)  # config: LocalLink(hub), or WsLink(url, key) to a hub in another process
 
     # One HubClient per process boundary. Locally they share a process.
     alice_hc = HubClient(link, hub=hub)
@@ -82,7 +134,7 @@ async def consulting_main() -> None:
     await hub.close()
 
 
-async def wait_for_text_count(hub: Hub, channel_id: str, expected: int) -> None:
+async def wait_for_text_count(hub: Hub | RemoteHub, channel_id: str, expected: int) -> None:
     """Tail the channel's WAL; return after `expected` EV_TEXT envelopes.
     Used to close the channel when we reach a certain number of messages."""
     seen: set[str] = set()
@@ -102,8 +154,8 @@ async def conversation_main() -> None:
         "Consensus is a group agreeing on one value even when some members fail. What do you picture?",
         "Think of friends voting on a restaurant by text when some phones are off. Does that help?",
     )
-    hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
-    link = LocalLink(hub)
+    hub = await open_hub()
+    link = make_link(hub)
 
     alice_hc = HubClient(link, hub=hub)
     bob_hc = HubClient(link, hub=hub)
@@ -138,8 +190,8 @@ async def conversation_main() -> None:
 
 async def discussion_main() -> None:
     config = TestConfig("Yes: it teaches ownership thinking.", "Only if their work touches systems code.")
-    hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
-    link = LocalLink(hub)
+    hub = await open_hub()
+    link = make_link(hub)
 
     alice_hc, bob_hc, carol_hc = (HubClient(link, hub=hub) for _ in range(3))
 
@@ -206,8 +258,8 @@ async def workflow_main() -> list[tuple[str, str, dict]]:
         ToolCall("approve"),
         "Approved: clear and accurate.",
     )
-    hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0)
-    link = LocalLink(hub)
+    hub = await open_hub()
+    link = make_link(hub)
     researcher_hc, writer_hc, reviewer_hc = (HubClient(link, hub=hub) for _ in range(3))
 
     researcher = await researcher_hc.register(

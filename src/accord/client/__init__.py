@@ -5,5 +5,6 @@ from .channel import Channel
 from .hub_client import HubClient
 from .human_client import HumanClient
 from .participant import ParticipantClient
+from .remote import RemoteHub
 
-__all__ = ["AgentClient", "Channel", "HubClient", "HumanClient", "ParticipantClient"]
+__all__ = ["AgentClient", "Channel", "HubClient", "HumanClient", "ParticipantClient", "RemoteHub"]

@@ -16,12 +16,13 @@ from .participant import ParticipantClient
 
 if TYPE_CHECKING:
     from ..hub.hub import Hub
+    from .remote import RemoteHub
 
 
 class HubClient:
     """``HubClient(LocalLink(hub), hub=hub)`` or ``HubClient(WsLink(url, api_key))``."""
 
-    def __init__(self, link: Link, hub: Hub | None = None) -> None:
+    def __init__(self, link: Link, hub: Hub | RemoteHub | None = None) -> None:
         self.link = link
         self.hub = hub
         self._conn: Connection | None = None

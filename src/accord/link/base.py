@@ -63,6 +63,12 @@ class Connection(abc.ABC):
     async def channel_info(self, actor: str, channel_id: str) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    async def read_wal(
+        self, channel_id: str, after_seq: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Envelope]:
+        """A channel's log as this connection's org may see it (audience-filtered)."""
+
+    @abc.abstractmethod
     async def report_failure(self, agent_id: str, capability: str) -> None: ...
 
     @abc.abstractmethod

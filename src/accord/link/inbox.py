@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from ..model.envelope import Envelope
 from ..model.errors import Timeout
 
 
 class Inbox:
-    __slots__ = ("_closed", "_items", "_waiter", "cap")
+    __slots__ = ("_closed", "_items", "_waiter", "cap", "on_take")
 
     def __init__(self, cap: int = 1000) -> None:
         self.cap = cap
+        # told of each envelope taken out; a remote link returns that much credit to the hub
+        self.on_take: Callable[[], None] | None = None
         self._items: deque[Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -39,7 +42,11 @@ class Inbox:
             waiter.set_result(None)
 
     def get_nowait(self) -> Envelope | None:
-        return self._items.popleft() if self._items else None
+        if not self._items:
+            return None
+        if self.on_take is not None:
+            self.on_take()
+        return self._items.popleft()
 
     async def get(self, timeout: float | None = None) -> Envelope | None:
         """The next envelope; None once the inbox is closed and drained; ``Timeout`` after ``timeout``."""
@@ -56,6 +63,8 @@ class Inbox:
                 raise Timeout(f"no envelope within {timeout}s") from None
             finally:
                 self._waiter = None
+        if self.on_take is not None:
+            self.on_take()
         return self._items.popleft()
 
     def close(self) -> None:

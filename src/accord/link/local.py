@@ -92,6 +92,13 @@ class LocalConnection(Connection):
             raise NotFound(f"unknown channel {channel_id}")
         return state.to_dict()
 
+    async def read_wal(
+        self, channel_id: str, after_seq: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Envelope]:
+        return await self.hub.read_visible(
+            self.session, channel_id, after_seq=after_seq, limit=limit, last=last
+        )
+
     async def report_failure(self, agent_id: str, capability: str) -> None:
         self.hub.report_failure(self.session, agent_id, capability)
 

@@ -5,12 +5,13 @@ Frames are JSON arrays ``[join_ref, ref, topic, event, payload]``. Supported now
 * ``phoenix`` / ``heartbeat`` → ``phx_reply`` ok;
 * ``channel:<channel_id>`` / ``phx_join`` with ``{after_seq}`` → ``phx_reply`` ok ``{channel_id,
   last_seq}``, then every envelope after ``after_seq`` the key may see, once and in seq order, then
-  live ones as ``envelope`` events; ``phx_leave`` stops them.
+  live ones as ``envelope`` events; ``phx_leave`` stops them;
+* ``hub``: the HubClient RPCs and deliveries to attached participants (``server/hub_topic.py``),
+  which is what ``WsLink`` speaks.
 
 Resume is the durability story: a client that reconnects joins again with the last seq it saw and
 misses nothing. A consumer too slow for its bounded queue is disconnected (close code 4008) rather
-than buffered without limit — it resumes the same way. (The ``hub`` topic carrying the HubClient RPCs
-for ``WsLink`` is the next step.)
+than buffered without limit — it resumes the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..hub import Hub, Session
 from ..model.envelope import Envelope
 from ..model.errors import AccordError, InvalidInput
+from .hub_topic import TOPIC, HubTopic
 
 log = logging.getLogger("accord.socket")
 router = APIRouter()
@@ -53,13 +55,17 @@ class _Connection:
         self.session = session
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
         self.topics: dict[str, _Topic] = {}
+        self.hub_topic: HubTopic | None = None
         self.overflowed = False
 
     def send(self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> None:
+        self.send_raw(orjson.dumps([join_ref, ref, topic, event, payload]))
+
+    def send_raw(self, frame: bytes) -> None:
         if self.overflowed:
             return
         try:
-            self.out.put_nowait(orjson.dumps([join_ref, ref, topic, event, payload]))
+            self.out.put_nowait(frame)
         except asyncio.QueueFull:
             self.overflowed = True  # the writer closes the socket; the client resumes with after_seq
             self.out = asyncio.Queue(1)
@@ -129,6 +135,8 @@ class _Connection:
         try:
             if topic == "phoenix" and event == "heartbeat":
                 self.reply(frame, "ok", {})
+            elif topic == TOPIC:
+                self.on_hub_topic(frame)
             elif event == "phx_join" and topic.startswith("channel:"):
                 await self.join(frame)
             elif event == "phx_leave":
@@ -139,6 +147,22 @@ class _Connection:
         except AccordError as err:
             self.leave(topic)
             self.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+
+    def on_hub_topic(self, frame: list[Any]) -> None:
+        event = frame[3]
+        if event == "phx_join":
+            if self.hub_topic is None:
+                self.hub_topic = HubTopic(self, self.hub, self.session, frame[0])
+            self.reply(frame, "ok", {"org_id": self.session.org_id, "now": self.hub.clock()})
+        elif event == "phx_leave":
+            if self.hub_topic is not None:
+                self.hub_topic.close()
+                self.hub_topic = None
+            self.reply(frame, "ok", {})
+        elif self.hub_topic is None:
+            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+        else:
+            self.hub_topic.dispatch(frame)
 
     async def writer(self) -> None:
         while True:
@@ -151,6 +175,9 @@ class _Connection:
     def close(self) -> None:
         for name in list(self.topics):
             self.leave(name)
+        if self.hub_topic is not None:
+            self.hub_topic.close()
+            self.hub_topic = None
 
 
 def _key(ws: WebSocket) -> str | None:
