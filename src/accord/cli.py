@@ -188,6 +188,11 @@ def serve(
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
     ),
+    dev: bool = typer.Option(
+        False,
+        "--dev",
+        help="Development only, loopback only: requests without a key act as admin of an org named 'dev'.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="critical|error|warning|info|debug|trace."),
     log_format: str | None = typer.Option(
         None, "--log-format", help="json (one object per line; the default off a terminal) or text."
@@ -209,8 +214,11 @@ def serve(
         levels = ", ".join(LOG_LEVELS)
         Console(stderr=True).print(f"[red]error:[/red] --log-format is json or text; --log-level is {levels}")
         raise typer.Exit(2)
+    if dev and host not in ("127.0.0.1", "::1", "localhost"):
+        Console(stderr=True).print("[red]error:[/red] --dev is only allowed on a loopback host")
+        raise typer.Exit(2)
     data.mkdir(parents=True, exist_ok=True)
-    application = app_for_data(data, durability)
+    application = app_for_data(data, durability, dev=dev)
     application.state.log_fields = {
         "data_dir": str(data.resolve()),
         "durability": durability,

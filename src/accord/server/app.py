@@ -64,11 +64,25 @@ class _TooLarge(Exception):
     pass
 
 
+DEV_ORG = "dev"
+
+
+async def dev_org(hub: Hub) -> str:
+    """``accord serve --dev``: the org that key-less requests act for as admin (created on first use)."""
+    org_id = hub.registry.org_by_name.get(DEV_ORG)
+    if org_id is None:
+        org, _secret = await hub.create_org(DEV_ORG)  # its key is never shown: --dev needs none
+        org_id = org.org_id
+    log.warning("--dev: requests without an API key act as admin of org %r (%s)", DEV_ORG, org_id)
+    return org_id
+
+
 def create_app(
     hub: Hub | None = None,
     *,
     open_hub: Callable[[], Awaitable[Hub]] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    dev: bool = False,
 ) -> FastAPI:
     """An app around an already open ``hub`` (tests, embedding) or one it opens and closes itself."""
     if hub is None and open_hub is None:
@@ -78,6 +92,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = hub is None
         app.state.hub = hub if hub is not None else await open_hub()  # type: ignore[misc]
+        app.state.dev_org = await dev_org(app.state.hub) if dev else None
         run_log = logs.RunLog(app.state.hub, **getattr(app.state, "log_fields", {}))
         try:
             yield
@@ -113,11 +128,11 @@ def create_app(
     return app
 
 
-def app_for_data(data: Path, durability: str = "process") -> FastAPI:
+def app_for_data(data: Path, durability: str = "process", *, dev: bool = False) -> FastAPI:
     """The app ``accord serve`` runs: a hub on ``data/accord.db``."""
     from ..store import SqliteStore
 
     async def open_hub() -> Hub:
         return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
 
-    return create_app(open_hub=open_hub)
+    return create_app(open_hub=open_hub, dev=dev)

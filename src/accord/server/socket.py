@@ -29,6 +29,7 @@ from ..hub import Hub, Session
 from ..model.envelope import Envelope
 from ..model.errors import AccordError, InvalidInput
 from .hub_topic import TOPIC, HubTopic
+from .v1 import anonymous_session
 
 log = logging.getLogger("accord.socket")
 router = APIRouter()
@@ -192,7 +193,7 @@ async def socket(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     key = _key(ws)
     try:
-        session = hub.authenticate(key or "")
+        session = (None if key else anonymous_session(ws.app, hub)) or hub.authenticate(key or "")
     except AccordError:
         await ws.close(code=1008)  # before accept: the upgrade is refused with 403
         return
