@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-ws clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/hub_throughput.py
+
+bench-ws: $(STAMP)
+	$(BIN)/python bench/ws_fanout.py
 
 clean:
 	rm -rf $(VENV) accord-data .pytest_cache .mypy_cache .ruff_cache
