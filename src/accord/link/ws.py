@@ -45,6 +45,8 @@ log = logging.getLogger("accord.link.ws")
 
 SOCKET_PATH = "/v1/socket/websocket"
 HEARTBEAT = 30.0
+ACK_BATCH = 32  # credit goes back after this many envelopes taken out of an inbox…
+ACK_DELAY = 0.01  # …or after this many seconds, whichever comes first
 MAX_FRAME = 16 * 1024 * 1024  # an envelope may carry 1 MiB of payload; leave room for escaping
 
 
@@ -129,7 +131,7 @@ class WsConnection(Connection):
         self._calls: dict[str, _Call] = {}
         self._remotes: dict[str, _Remote] = {}
         self._early: dict[str, list[Envelope]] = {}
-        self._acks_scheduled = False
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._fatal: AccordError | None = None
@@ -337,7 +339,12 @@ class WsConnection(Connection):
         self._calls[ref] = call
         ws = self._ws
         if ws is not None:
-            self._transmit(ws, ref, call)
+            call.sent_on = self._generation
+            frame = orjson.dumps([self._join_ref, ref, "hub", event, payload]).decode()
+            try:
+                await ws.send(frame)  # awaited here, in the caller's task: no task per frame
+            except ConnectionClosed:
+                pass  # the reconnect re-sends it if it is repeatable, or fails it
         try:
             return await call.future
         finally:
@@ -357,13 +364,17 @@ class WsConnection(Connection):
 
     def _taken(self, remote: _Remote) -> None:
         remote.taken += 1
-        if not self._acks_scheduled:
-            self._acks_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_acks)
+        if remote.taken >= min(ACK_BATCH, max(1, remote.inbox.cap // 4)):
+            self._send_acks()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._send_acks)
 
     def _send_acks(self) -> None:
-        """Return credit in one frame per participant per loop iteration, not one per envelope."""
-        self._acks_scheduled = False
+        """Return credit in batches (``ACK_BATCH`` envelopes, or after ``ACK_DELAY``), not per envelope:
+        an ack frame per delivery would cost the hub as much as the delivery itself."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         ws = self._ws
         if ws is None or not self._ready.is_set():
             return  # keep the counts: a replay taken during a re-attach is acked once ready
@@ -403,6 +414,9 @@ class WsConnection(Connection):
         self._early.pop(agent_id, None)
         if self._ready.is_set():
             await self._request("detach", {"agent_id": agent_id})
+            # deliveries already on their way when the hub let go were parked as "early": drop them,
+            # or attaching the same participant again on this link would hand them out a second time
+            self._early.pop(agent_id, None)
 
     async def open(
         self,

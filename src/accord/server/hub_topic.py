@@ -41,6 +41,15 @@ log = logging.getLogger("accord.socket")
 TOPIC = "hub"
 
 
+class RawReply:
+    """A reply whose JSON is already encoded (a send's envelope): spliced into the frame as is."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
 class SocketEndpoint:
     """Where the hub delivers for one participant attached over a socket.
 
@@ -118,7 +127,7 @@ class HubTopic:
         self.join_ref = join_ref
         self.endpoints: dict[str, SocketEndpoint] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | RawReply]]] = {
             "register": self.register,
             "attach": self.attach,
             "unregister": self.unregister,
@@ -156,7 +165,7 @@ class HubTopic:
     async def _run(
         self,
         frame: list[Any],
-        call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+        call: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | RawReply]],
         payload: dict[str, Any],
     ) -> None:
         try:
@@ -172,7 +181,12 @@ class HubTopic:
             log.exception("hub topic call %s failed", frame[3])
             self.conn.reply(frame, "error", {"reason": "internal", "code": "internal", "message": "internal"})
             return
-        if frame[1] is not None:
+        if frame[1] is None:
+            return
+        if isinstance(result, RawReply):  # the envelope's cached JSON, spliced in without re-encoding
+            head = orjson.dumps([frame[0], frame[1], frame[2], "phx_reply"])[:-1]
+            self.conn.send_raw(head + b',{"status":"ok","response":' + result.body + b"}]")
+        else:
             self.conn.reply(frame, "ok", result)
 
     def close(self) -> None:
@@ -291,7 +305,7 @@ class HubTopic:
         await self.hub.require_visible(self.session, channel_id)
         return (await self.hub.wait_active(channel_id, _opt_num(p, "timeout"))).to_dict()
 
-    async def send(self, p: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, p: dict[str, Any]) -> RawReply:
         d = _obj(p, "proposal")
         proposal = Proposal(
             d.get("channel_id"),  # type: ignore[arg-type]  # the hub validates every field's type
@@ -306,7 +320,7 @@ class HubTopic:
         # already being appended becomes durable anyway; cancelled, the hub would forget its
         # client_msg_id and append the link's retry a second time
         env = await asyncio.shield(self.hub.submit(self.session, proposal))
-        return {"envelope": env.to_dict()}
+        return RawReply(b'{"envelope":' + env.encoded() + b"}")
 
     async def close_channel(self, p: dict[str, Any]) -> dict[str, Any]:
         reason = p.get("reason", "closed")

@@ -165,6 +165,11 @@ class _Connection:
         else:
             self.hub_topic.dispatch(frame)
 
+    async def reader(self) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await self.handle(await self.ws.receive_text())
+
     async def writer(self) -> None:
         while True:
             frame = await self.out.get()
@@ -200,18 +205,13 @@ async def socket(ws: WebSocket) -> None:
     await ws.accept()
     conn = _Connection(ws, hub, session)
     writer = asyncio.create_task(conn.writer())
+    reader = asyncio.create_task(conn.reader())
     try:
-        while True:
-            receive = asyncio.ensure_future(ws.receive_text())
-            done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done:
-                receive.cancel()
-                break
-            await conn.handle(receive.result())
-    except WebSocketDisconnect:
-        pass
+        # one wait for the connection's life, not one per frame: whichever side ends first ends it
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         conn.close()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
+        for task in (reader, writer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
