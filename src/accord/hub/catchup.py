@@ -10,7 +10,8 @@ The channels to look at are the ones named in the resume point, the open channel
 takes part in now, and channels closed recently (``Hub.recently_closed``) that it took part in: the last
 covers a channel opened *and* closed during the gap. ``recently_closed`` also lists each removal from a
 channel (with the removed participant alone), which covers being added and removed again during the
-gap in a channel the client never heard of. Delivery is replayed with the rule fan-out uses —
+gap in a channel the client never heard of. A restarted hub refills the closes from its registry's
+tail (removals from before the restart are not kept). Delivery is replayed with the rule fan-out uses —
 the audience rule, the sender excluded, membership as it was at each seq (a thread's participant hears
 from its ``participant.added`` on and gets its own ``participant.removed`` last).
 """

@@ -223,7 +223,8 @@ class Hub:
         self._observed_dirty: set[str] = set()
         # channel_id → observers told of every durable envelope (sockets streaming a thread)
         self._watchers: dict[str, set[Callable[[Envelope], None]]] = {}
-        # (closed_at, channel_id, everyone who ever took part), newest last
+        # (closed_at, channel_id, everyone who ever took part), newest last; also (removed_at,
+        # channel_id, (removed participant,)) for each removal — both for reconnect catch-up
         self.recently_closed: deque[tuple[float, str, tuple[str, ...]]] = deque(maxlen=RECENTLY_CLOSED)
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
@@ -285,6 +286,12 @@ class Hub:
         for env in await self.store.read(REGISTRY_STREAM, after_seq=after):
             fold_registry(self.registry, env)
         self._registry_last = last
+        # a client that reconnects after this restart must still hear of channels opened and closed
+        # while it was away: recently_closed is memory, so refill it from the registry's tail
+        for env in await self.store.read_last(REGISTRY_STREAM, RECENTLY_CLOSED):
+            if env.event_type == RG_CHANNEL_CLOSED and env.event_data.get("everyone"):
+                everyone = tuple(env.event_data["everyone"])
+                self.recently_closed.append((env.ts, str(env.event_data["channel_id"]), everyone))
         tail = await self.store.read_last(AUDIT_STREAM, 1)
         if tail:
             self._audit = AuditChain(tail[0].seq, str(tail[0].event_data["hash"]))
@@ -1228,9 +1235,9 @@ class Hub:
             if env.event_type == EV_CHANNEL_OPENED:
                 registry_events.append((RG_CHANNEL_OPENED, self._index_entry(state)))
             elif env.event_type == EV_CHANNEL_CLOSED:
-                registry_events.append(
-                    (RG_CHANNEL_CLOSED, {"channel_id": state.channel_id, "reason": state.close_reason})
-                )
+                # "everyone" lets a restarted hub refill ``recently_closed`` (_recover) for catch-up
+                unindexed = {"channel_id": state.channel_id, "reason": state.close_reason}
+                registry_events.append((RG_CHANNEL_CLOSED, {**unindexed, "everyone": list(state.names)}))
         if extra_registry:
             registry_events.extend(extra_registry)
         cid = state.channel_id
@@ -1282,7 +1289,8 @@ class Hub:
                 if gone is not None:
                     gone.push(env)  # the last thing a removed participant hears from this channel
                 # for catch-up: a client away while it was added and removed again must still hear of it
-                self.recently_closed.append((env.ts, state.channel_id, (str(env.event_data["participant"]),)))
+                removed = (str(env.event_data["participant"]),)
+                self.recently_closed.append((env.ts, state.channel_id, removed))
             watchers = self._watchers.get(state.channel_id)
             if watchers:
                 for watcher in list(watchers):
