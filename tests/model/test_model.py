@@ -466,3 +466,27 @@ def test_error_repr_and_details_default() -> None:
     err = errors.NotYourTurn("wait")
     assert err.details == {}
     assert "not_your_turn" in repr(err) and "wait" in repr(err)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"allow_from": 5},
+        {"deny_from": "bob"},
+        {"channel_types": [1]},
+        {"inbox_cap": "10"},
+        {"burst": 1.5},
+        {"rate_per_minute": "fast"},
+        {"turn_budget": True},
+    ],
+)
+def test_a_rule_from_the_wire_is_type_checked(data: dict[str, object]) -> None:
+    """A remote client's Rule fails where it is given, not later in someone else's open."""
+    with pytest.raises(InvalidInput):
+        Rule.from_dict(data)
+
+
+@pytest.mark.parametrize("data", [{"name": "a", "owner": 3}, {"name": "a", "model": []}, {"owner": "x"}, []])
+def test_a_passport_from_the_wire_is_type_checked(data: object) -> None:
+    with pytest.raises(InvalidInput):
+        Passport.from_dict(data)  # type: ignore[arg-type]

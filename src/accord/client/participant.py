@@ -187,9 +187,12 @@ class ParticipantClient:
             if env is None:
                 return
             self._remember(env)
-            try:
-                if env.event_type == EV_CHANNEL_INVITE and self.agent_id in (env.audience or ()):
+            if env.event_type == EV_CHANNEL_INVITE and self.agent_id in (env.audience or ()):
+                try:
                     await self._answer_invite(env)
+                except AccordError as exc:  # e.g. the channel closed meanwhile: still handle the invite
+                    log.debug("%s: could not answer the invitation to %s: %s", self.name, env.channel_id, exc)
+            try:
                 await self.handle(env)
             except AccordError as exc:
                 log.debug("%s: %s while handling %s", self.name, exc, env.event_type)

@@ -26,6 +26,18 @@ def _check_name(name: object, what: str = "name") -> str:
     return name
 
 
+def _check_names(value: object, label: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f"{label} must be a list of strings")
+
+
+def _check_optional_str(value: object, label: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{label} must be a string")
+
+
 @dataclass(slots=True)
 class Passport:
     """Stable identity. ``agent_id`` is assigned by the hub at registration (leave it empty)."""
@@ -47,6 +59,11 @@ class Passport:
             _check_name(self.lookup_key, "lookup_key")
         if self.identity is not None and (not isinstance(self.identity, str) or len(self.identity) > 20_000):
             raise InvalidInput("identity must be a string of at most 20000 characters")
+        for label in ("agent_id", "org_id"):
+            if not isinstance(getattr(self, label), str):
+                raise InvalidInput(f"{label} must be a string")
+        for label in ("owner", "model"):
+            _check_optional_str(getattr(self, label), label)
         if self.kind not in ("agent", "human"):
             raise InvalidInput(f"passport kind must be 'agent' or 'human', not {self.kind!r}")
 
@@ -55,6 +72,8 @@ class Passport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Passport:
+        if not isinstance(data, dict) or "name" not in data:
+            raise InvalidInput("a passport must be an object with a name")
         return cls(
             name=data["name"],
             agent_id=data.get("agent_id", ""),
@@ -110,6 +129,10 @@ class Resume:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Resume:
+        if not isinstance(data, dict):
+            raise InvalidInput("a resume must be an object")
+        for label in ("claimed_capabilities", "domains"):
+            _check_names(data.get(label) or [], label, optional=False)
         return cls(
             claimed_capabilities=list(data.get("claimed_capabilities") or []),
             domains=list(data.get("domains") or []),
@@ -138,6 +161,18 @@ class Rule:
     turn_budget: int | None = None
 
     def __post_init__(self) -> None:
+        # a Rule arrives from remote clients too: check types here, not where the hub first uses them
+        for label in ("allow_from", "channel_types"):
+            _check_names(getattr(self, label), label, optional=True)
+        _check_names(self.deny_from, "deny_from", optional=False)
+        for label in ("rate_per_minute",):
+            value = getattr(self, label)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise InvalidInput(f"{label} must be a number")
+        for label in ("burst", "inbox_cap", "max_open_channels", "turn_budget"):
+            value = getattr(self, label)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidInput(f"{label} must be an integer")
         if self.rate_per_minute is not None and self.rate_per_minute <= 0:
             raise InvalidInput("rate_per_minute must be positive")
         if self.burst is not None and self.burst < 1:
@@ -154,4 +189,6 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rule:
+        if not isinstance(data, dict):
+            raise InvalidInput("a rule must be an object")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
