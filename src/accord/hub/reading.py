@@ -1,0 +1,197 @@
+"""Reads and watches, with the privacy rule (DESIGN §7) applied on the way out.
+
+Apart from writing so that visibility (which org sees a channel, which envelopes an observer sees) is
+decided in one place, below the channel API that needs it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..model.envelope import Envelope
+from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
+from ..protocol.channel import ChannelState, get_adapter
+from ..protocol.channel import can_send as _can_send
+from .audit import read_org
+from .identities import Identities
+from .session import Session
+
+
+class Reading(Identities):
+    """What a session may see of channels and the audit log; ``Hub`` adds writing on top."""
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def watch(
+        self, session: Session, channel_id: str, observer: Callable[[Envelope], None]
+    ) -> Callable[[], None]:
+        """Tell ``observer`` of every envelope of the channel once it is durable; returns ``unwatch``.
+
+        Only for a channel the session's org may see (else ``not_found``, audited). The observer runs
+        inside fan-out: it must only queue (a socket writer drains it), never block.
+        """
+        await self.require_visible(session, channel_id, action="watch")
+        watchers = self._watchers.setdefault(channel_id, set())
+        watchers.add(observer)
+
+        def unwatch() -> None:
+            watchers.discard(observer)
+            if not watchers and self._watchers.get(channel_id) is watchers:
+                del self._watchers[channel_id]
+
+        return unwatch
+
+    async def require_visible(
+        self, session: Session, channel_id: str, *, action: str = "read"
+    ) -> ChannelState:
+        """The channel's state if the session's org may see it (DESIGN §7), else ``not_found``, audited.
+
+        A key scoped to one agent or person sees only channels its subject takes part in.
+        """
+        try:
+            ch = await self._channel(channel_id)
+            if not self._org_sees_channel(session.org_id, ch.state) or (
+                session.subject is not None and session.subject not in ch.state.participants
+            ):
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+            )
+            raise
+        return ch.state
+
+    async def read_visible(
+        self,
+        session: Session,
+        channel_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Envelope]:
+        """``read_wal`` for a remote reader: only a channel its org may see, only envelopes it may see."""
+        for label, value in (("after_seq", after_seq), ("limit", limit), ("last", last)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise InvalidInput(f"{label} must be a non-negative integer")
+        await self.require_visible(session, channel_id)
+        envs = await self.read_wal(channel_id, after_seq, limit, last=last)
+        return [e for e in envs if self.may_see(session, e)]
+
+    def may_see(self, session: Session, env: Envelope) -> bool:
+        """Audience rule for an observer: addressed envelopes only if its org/subject is addressed or sent."""
+        if env.audience is None:
+            return True
+        members = self.registry.members
+
+        def ours(pid: str) -> bool:
+            if session.subject is not None:
+                return pid == session.subject
+            m = members.get(pid)
+            return m is not None and m.passport.org_id == session.org_id
+
+        return ours(env.sender_id) or any(ours(a) for a in env.audience)
+
+    def _org_sees_channel(self, org_id: str | None, state: ChannelState) -> bool:
+        """A channel exists for the orgs of its participants and, for a team thread, the team's orgs."""
+        if org_id is None:
+            return False
+        if state.team_id is not None:
+            return self.registry.may_see_team(org_id, state.team_id)
+        members = self.registry.members
+        return any(
+            (m := members.get(p)) is not None and m.passport.org_id == org_id for p in state.participants
+        )
+
+    async def channel_state(self, channel_id: str) -> ChannelState:
+        return (await self._channel(channel_id)).state
+
+    async def can_send(self, participant_id: str, channel_id: str) -> bool:
+        try:
+            ch = await self._channel(channel_id)
+        except NotFound:
+            return False
+        return _can_send(ch.state, participant_id)
+
+    async def read_wal(
+        self, channel_id: str, after_seq: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Envelope]:
+        """The channel's log as stored (admin view, no filtering). ``last=k`` reads the tail in O(k)."""
+        if last is not None:
+            return await self.store.read_last(channel_id, last)
+        return await self.store.read(channel_id, after_seq=after_seq, limit=limit)
+
+    async def history(
+        self, session: Session, participant_id: str, channel_id: str, *, last: int = 50
+    ) -> list[Envelope]:
+        """The last envelopes of a channel as ``participant_id`` may see them (refusals audited)."""
+        try:
+            self._require_actor(session, participant_id)
+            if not isinstance(last, int) or not 0 < last <= 10_000:
+                raise InvalidInput("last must be an integer from 1 to 10000")
+            ch = await self._channel(channel_id)
+            if participant_id not in ch.state.participants:
+                raise NotFound(f"unknown channel {channel_id}")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=participant_id, action="read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        envs = await self.store.read_last(channel_id, last)
+        impl = get_adapter(ch.state.adapter)
+        return [e for e in envs if impl.visible(ch.state, e, participant_id)]
+
+    async def read_channel(
+        self, session: Session, channel_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Envelope], int]:
+        """Envelopes after ``after_seq`` of a channel the session may see, filtered by ``may_see``.
+
+        Returns at most ``limit`` envelopes and the seq to continue from (0 once the end was reached).
+        """
+        try:
+            if not isinstance(after_seq, int) or after_seq < 0:
+                raise InvalidInput("after_seq must be a non-negative integer")
+            if not isinstance(limit, int) or not 0 < limit <= 500:
+                raise InvalidInput("limit must be an integer from 1 to 500")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        await self.require_visible(session, channel_id)
+        out: list[Envelope] = []
+        cursor = after_seq
+        while len(out) < limit:
+            batch = await self.store.read(channel_id, after_seq=cursor, limit=limit * 2)
+            if not batch:
+                return out, 0
+            for env in batch:
+                cursor = env.seq
+                if self.may_see(session, env):
+                    out.append(env)
+                    if len(out) == limit:
+                        break
+        more = await self.store.read(channel_id, after_seq=cursor, limit=1)
+        return out, cursor if more else 0
+
+    async def audit_log(
+        self, session: Session, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Envelope], int]:
+        """The audit records about the session's org (an admin's read), after ``after_seq``.
+
+        Returns at most ``limit`` records and the seq to continue from (0 at the end); a page may be
+        short (see ``audit.read_org``). Never a record tagged with another org, nor an untagged one.
+        """
+        try:
+            if not session.may_administer:
+                raise AccessDenied("reading the audit log needs an org admin key")
+            if not isinstance(after_seq, int) or after_seq < 0:
+                raise InvalidInput("after_seq must be a non-negative integer")
+            if not isinstance(limit, int) or not 0 < limit <= 1000:
+                raise InvalidInput("limit must be an integer from 1 to 1000")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="audit.read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        return await read_org(self.store, session.org_id, after_seq=after_seq, limit=limit)
