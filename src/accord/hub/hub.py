@@ -492,6 +492,26 @@ class Hub(Reading):
             return
         await self._hub_close(ch, reason, by=actor)
 
+    async def post_notice(self, channel_id: str, event_type: str, data: dict[str, Any]) -> Envelope | None:
+        """Append an envelope the hub itself writes (e.g. ``runaway_guard``) to an open channel.
+
+        For in-process services such as the routine worker; clients cannot send hub-only events.
+        Returns None when the channel is no longer open.
+        """
+        self._ensure_open()
+        ch = await self._channel(channel_id)
+        state = ch.state
+        if not state.is_open:
+            return None
+        base = state.last_seq
+        env = Envelope(new_id("env"), channel_id, base + 1, self.clock(), event_type, dict(data), HUB_SENDER)
+        await self._commit(ch, [env], base)
+        return env
+
+    def agent_session(self, org_id: str) -> Session:
+        """A session acting as admin of ``org_id``: how in-process services (routines) act for its agents."""
+        return Session(new_id("hub"), org_id, scope="admin")
+
     async def _hub_close(self, ch: _Channel, reason: str, by: str = HUB_SENDER, **extra: Any) -> None:
         state = ch.state
         now = self.clock()

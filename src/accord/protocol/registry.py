@@ -14,6 +14,7 @@ from typing import Any, Final
 from ..model.envelope import Envelope
 from ..model.identity import Observed, Passport, Resume, Rule
 from ..model.records import ApiKey, Invite, Membership, Org, Team, Visa
+from ..model.routines import Routine
 
 REGISTRY_STREAM: Final = "registry"
 
@@ -37,6 +38,9 @@ RG_INVITE_USED: Final = "invite.used"
 RG_INVITE_REVOKED: Final = "invite.revoked"
 RG_VISA_GRANTED: Final = "visa.granted"
 RG_VISA_REVOKED: Final = "visa.revoked"
+RG_ROUTINE_CREATED: Final = "routine.created"
+RG_ROUTINE_STATUS: Final = "routine.status"
+RG_ROUTINE_DELETED: Final = "routine.deleted"
 
 
 @dataclass(slots=True)
@@ -118,7 +122,11 @@ class RegistryState:
     visas: dict[str, Visa] = field(default_factory=dict)
     # (team_id, org_id) → visa_id of the live Visa
     live_visa: dict[tuple[str, str], str] = field(default_factory=dict)
+    routines: dict[str, Routine] = field(default_factory=dict)
     last_seq: int = 0
+
+    def routines_of(self, agent_id: str) -> list[Routine]:
+        return [r for r in self.routines.values() if r.agent_id == agent_id]
 
     def may_see_team(self, org_id: str, team_id: str) -> bool:
         """Privacy (DESIGN §7): a team exists for its owner org and for orgs holding a live Visa."""
@@ -140,6 +148,7 @@ class RegistryState:
             "team_threads": {k: [list(t) for t in v] for k, v in self.team_threads.items()},
             "invites": {k: i.to_dict() for k, i in self.invites.items()},
             "visas": {k: v.to_dict() for k, v in self.visas.items()},
+            "routines": {k: r.to_dict() for k, r in self.routines.items()},
             "last_seq": self.last_seq,
         }
 
@@ -169,6 +178,9 @@ class RegistryState:
             _index_invite(state, Invite.from_dict(raw))
         for raw in dict(data.get("visas") or {}).values():
             _index_visa(state, Visa.from_dict(raw))
+        for raw in dict(data.get("routines") or {}).values():
+            routine = Routine.from_dict(raw)
+            state.routines[routine.routine_id] = routine
         return state
 
 
@@ -306,6 +318,16 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
         if ended is not None and ended.live:
             ended.revoked_at = float(d["revoked_at"])
             _index_visa(state, ended)
+    elif et == RG_ROUTINE_CREATED:
+        routine = Routine.from_dict(d)
+        state.routines[routine.routine_id] = routine
+    elif et == RG_ROUTINE_STATUS:
+        found = state.routines.get(d["routine_id"])
+        if found is not None:
+            found.status = str(d["status"])
+            found.updated_at = float(d["updated_at"])
+    elif et == RG_ROUTINE_DELETED:
+        state.routines.pop(d["routine_id"], None)
     elif et == RG_CHANNEL_MEMBERS:
         entry = state.open_channels.get(d["channel_id"])
         if entry is not None:

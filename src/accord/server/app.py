@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Hub
+from ..routines.worker import RoutineWorker
 from . import errors, logs
 from .errors import ORJSONResponse
 
@@ -83,6 +84,7 @@ def create_app(
     open_hub: Callable[[], Awaitable[Hub]] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     dev: bool = False,
+    routines: bool = True,
 ) -> FastAPI:
     """An app around an already open ``hub`` (tests, embedding) or one it opens and closes itself."""
     if hub is None and open_hub is None:
@@ -93,10 +95,17 @@ def create_app(
         owned = hub is None
         app.state.hub = hub if hub is not None else await open_hub()  # type: ignore[misc]
         app.state.dev_org = await dev_org(app.state.hub) if dev else None
+        worker = None
+        if routines:  # agents' routines run inside the server by default
+            worker = RoutineWorker(app.state.hub, model_for=getattr(app.state, "model_for", None))
+            await worker.start()
+        app.state.worker = worker
         run_log = logs.RunLog(app.state.hub, **getattr(app.state, "log_fields", {}))
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             if owned:
                 await app.state.hub.close()  # graceful: flushes snapshots, releases the store lock
             run_log.stopped()

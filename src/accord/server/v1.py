@@ -17,6 +17,7 @@ from ..model.events import EV_TEXT
 from ..model.identity import Passport
 from ..model.ids import new_id
 from ..model.records import Membership, Team
+from ..model.routines import Routine, Run
 
 
 class ErrorDetail(BaseModel):
@@ -486,3 +487,119 @@ async def read_audit(
     records, next_seq = await hub.audit_log(session, after_seq=after_seq, limit=limit)
     data = [{**_render_audit(r), "created_at": _iso(r.ts)} for r in records]
     return _page(data, str(next_seq) if next_seq else None)
+
+
+# --- routines -------------------------------------------------------------------------------------------
+
+
+class RoutineIn(_Body):
+    """``{name, event_type, handler_type, preset_name | script, event_config}``; it starts as ``draft``.
+    ``event_config`` takes the flat form (``{"thread_id": [...]}``) or ArchAstro's nested one
+    (``{"thread.message_added": {"filters": {...}}}``)."""
+
+    name: _Name
+    event_type: Annotated[str, Field(min_length=1, max_length=64)] = "thread.message_added"
+    handler_type: Annotated[str, Field(min_length=1, max_length=16)] = "preset"
+    preset_name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    script: Annotated[str, Field(min_length=1, max_length=65536)] | None = None
+    event_config: dict[str, Any] | None = None
+
+
+def _routine(r: Routine) -> dict[str, Any]:
+    return {
+        "id": r.routine_id,
+        "agent_id": r.agent_id,
+        "name": r.name,
+        "event_type": r.event_type,
+        "handler_type": r.handler_type,
+        "preset_name": r.preset_name,
+        "script": r.script,
+        "event_config": r.event_config,
+        "status": r.status,
+        "created_at": _iso(r.created_at),
+        "updated_at": _iso(r.updated_at),
+    }
+
+
+def _run(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.run_id,
+        "routine_id": run.routine_id,
+        "agent_id": run.agent_id,
+        "status": run.status,
+        "duration_ms": run.duration_ms,
+        "model": run.model,
+        "tokens_in": run.tokens_in,
+        "tokens_out": run.tokens_out,
+        "error": run.error,
+        "trigger_id": run.trigger_id,
+        "output_id": run.output_id,
+        "thread_id": run.channel_id,
+        "created_at": _iso(run.queued_at),
+    }
+
+
+@router.post("/agents/{agent_id}/agent_routines", status_code=201, tags=["routines"])
+async def create_routine(agent_id: str, body: RoutineIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    routine = await hub.routines.create(
+        session,
+        agent_id,
+        name=body.name,
+        event_type=body.event_type,
+        handler_type=body.handler_type,
+        preset_name=body.preset_name,
+        script=body.script,
+        event_config=body.event_config,
+    )
+    return _routine(routine)
+
+
+@router.get("/agents/{agent_id}/agent_routines", tags=["routines"])
+async def list_agent_routines(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([_routine(r) for r in hub.routines.list_routines(session, agent_id)])
+
+
+@router.get("/routines", tags=["routines"])
+async def list_routines(session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([_routine(r) for r in hub.routines.list_routines(session)])
+
+
+@router.get("/routines/{routine_id}", tags=["routines"])
+async def get_routine(routine_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _routine(hub.routines.get(session, routine_id))
+
+
+@router.post("/routines/{routine_id}/activate", tags=["routines"])
+async def activate_routine(routine_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _routine(await hub.routines.set_status(session, routine_id, "active"))
+
+
+@router.post("/routines/{routine_id}/pause", tags=["routines"])
+async def pause_routine(routine_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _routine(await hub.routines.set_status(session, routine_id, "paused"))
+
+
+@router.delete("/routines/{routine_id}", status_code=204, tags=["routines"])
+async def delete_routine(routine_id: str, session: Auth, hub: HubDep) -> Response:
+    await hub.routines.delete(session, routine_id)
+    return Response(status_code=204)
+
+
+@router.get("/routines/{routine_id}/runs", tags=["routines"])
+async def routine_runs(
+    routine_id: str,
+    session: Auth,
+    hub: HubDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Runs, newest first; ``cursor`` is the id of the last run of the previous page."""
+    runs = list(reversed(await hub.routines.runs(session, routine_id)))
+    if cursor is not None:
+        ids = [r.run_id for r in runs]
+        if cursor not in ids:
+            raise InvalidInput(f"unknown cursor {cursor!r}")
+        runs = runs[ids.index(cursor) + 1 :]
+    page = runs[:limit]
+    more = len(runs) > limit
+    return _page([_run(r) for r in page], page[-1].run_id if more and page else None)

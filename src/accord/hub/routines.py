@@ -1,0 +1,124 @@
+"""``hub.routines``: create, list, activate, pause and delete an agent's routines; read their runs.
+
+Routines are registry records, so they come back exactly after a restart. Privacy as everywhere: an
+org sees and changes only routines of its own agents; anyone else's is ``not_found``. A key scoped to
+one agent manages that agent's routines only; creating one for another agent needs an admin key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
+from ..model.ids import new_id
+from ..model.routines import Routine, Run
+from ..protocol.registry import RG_ROUTINE_CREATED, RG_ROUTINE_DELETED, RG_ROUTINE_STATUS
+from ..routines.runs import fold_runs, run_stream
+
+if TYPE_CHECKING:
+    from .hub import Hub, Session
+
+T = TypeVar("T")
+_TRANSITIONS = {"active": ("draft", "paused", "active"), "paused": ("active", "paused")}
+
+
+class RoutineService:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def _refusing(self, session: Session, action: str, coro: Awaitable[T]) -> T:
+        try:
+            return await coro
+        except AccordError as err:
+            await self.hub._refuse(
+                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+            )
+            raise
+
+    def _agent(self, session: Session, agent_id: str) -> None:
+        member = self.hub.registry.members.get(agent_id) if isinstance(agent_id, str) else None
+        if member is None or not member.active or member.passport.org_id != session.org_id:
+            raise NotFound(f"unknown agent {agent_id!r}")
+        if member.passport.kind != "agent":
+            raise InvalidInput("routines belong to agents, not people")
+        if not session.may_administer and session.subject != agent_id:
+            raise AccessDenied("this key cannot manage routines of that agent")
+
+    def get(self, session: Session, routine_id: str) -> Routine:
+        routine = self.hub.registry.routines.get(routine_id) if isinstance(routine_id, str) else None
+        if routine is None or routine.org_id != session.org_id:
+            raise NotFound(f"unknown routine {routine_id!r}")
+        if not session.may_administer and session.subject != routine.agent_id:
+            raise NotFound(f"unknown routine {routine_id!r}")
+        return routine
+
+    def list_routines(self, session: Session, agent_id: str | None = None) -> list[Routine]:
+        if agent_id is not None:
+            self._agent(session, agent_id)
+        out = [
+            r
+            for r in self.hub.registry.routines.values()
+            if r.org_id == session.org_id
+            and (agent_id is None or r.agent_id == agent_id)
+            and (session.may_administer or session.subject == r.agent_id)
+        ]
+        return sorted(out, key=lambda r: r.created_at)
+
+    async def create(
+        self,
+        session: Session,
+        agent_id: str,
+        *,
+        name: str,
+        event_type: str,
+        handler_type: str,
+        preset_name: str | None = None,
+        script: str | None = None,
+        event_config: Any = None,
+    ) -> Routine:
+        async def go() -> Routine:
+            self.hub._ensure_open()
+            self._agent(session, agent_id)
+            now = self.hub.clock()
+            routine = Routine(
+                new_id("rtn"),
+                session.org_id,
+                agent_id,
+                name,
+                event_type,
+                handler_type,
+                preset_name,
+                script,
+                event_config if event_config is not None else {},
+                "draft",
+                now,
+                now,
+            )
+            await self.hub._registry_write([(RG_ROUTINE_CREATED, routine.to_dict())])
+            return self.hub.registry.routines[routine.routine_id]
+
+        return await self._refusing(session, "routine.create", go())
+
+    async def set_status(self, session: Session, routine_id: str, status: str) -> Routine:
+        async def go() -> Routine:
+            routine = self.get(session, routine_id)
+            if routine.status not in _TRANSITIONS[status]:
+                raise InvalidInput(f"a {routine.status} routine cannot become {status}")
+            if routine.status != status:
+                event = {"routine_id": routine_id, "status": status, "updated_at": self.hub.clock()}
+                await self.hub._registry_write([(RG_ROUTINE_STATUS, event)])
+            return self.hub.registry.routines[routine_id]
+
+        return await self._refusing(session, f"routine.{status}", go())
+
+    async def delete(self, session: Session, routine_id: str) -> None:
+        async def go() -> None:
+            self.get(session, routine_id)
+            await self.hub._registry_write([(RG_ROUTINE_DELETED, {"routine_id": routine_id})])
+
+        await self._refusing(session, "routine.delete", go())
+
+    async def runs(self, session: Session, routine_id: str) -> list[Run]:
+        self.get(session, routine_id)
+        return list(fold_runs(await self.hub.store.read(run_stream(routine_id))).values())

@@ -1,0 +1,248 @@
+"""The routine worker: hears every durable envelope, runs the routines it triggers, records each Run.
+
+It runs inside the hub's process (``accord serve`` starts one) as a ``HubListener``, which is told of
+envelopes only after they are durable. Dispatch is synchronous and cheap (pure filters); execution is
+a task per run, bounded by ``concurrency``, and serialized per agent so an agent answers one thing at a
+time, in order.
+
+Safety, all deterministic (DESIGN §8):
+
+* a routine never answers its own agent's envelopes (``filters.matches``);
+* per thread, agent-authored texts since the last human one are capped (``RunawayGuard``); runs past
+  the cap are recorded as ``skipped`` and the thread gets one ``runaway_guard`` event. Answers in
+  flight count against the cap before they are appended, so concurrent runs cannot overshoot it;
+* a run interrupted by a crash is, on the next start, recorded as ``succeeded`` if its answer made it
+  into the log, else ``failed`` — it is never re-run, so a trigger is never answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..agents.agent import Agent
+from ..agents.models.base import ModelConfig
+from ..agents.models.offline import OfflineConfig
+from ..hub.governance import HubListener
+from ..model.envelope import Envelope, Proposal
+from ..model.errors import AccordError
+from ..model.events import EV_HANDOFF, EV_RUNAWAY_GUARD, EV_TEXT, EV_TOOL_CALL
+from ..model.identity import Passport
+from ..model.ids import new_id
+from ..model.routines import Routine, Run
+from ..protocol.channel import ChannelState
+from .filters import TriggerContext, matches
+from .guard import DEFAULT_CAP, RunawayGuard
+from .runs import TERMINAL, RunLog
+
+if TYPE_CHECKING:
+    from ..hub.hub import Hub
+
+log = logging.getLogger("accord.routines")
+
+DEFAULT_HISTORY = 20
+
+
+class RoutineWorker(HubListener):
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        model_for: Callable[[Passport], ModelConfig] | None = None,
+        concurrency: int = 4,
+        cap: int = DEFAULT_CAP,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
+        self.hub = hub
+        self.model_for = model_for or (lambda _passport: OfflineConfig())
+        self.guard = RunawayGuard(cap)
+        self.history = history
+        self.runs = RunLog(hub.store, hub.clock)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._agent_locks: dict[str, asyncio.Lock] = {}
+        self._reserved: dict[str, int] = {}  # channel → answers being appended (count toward the cap)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    # --- life -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Finish the record of runs a crash interrupted, then listen."""
+        if self._started:
+            return
+        self._started = True
+        await self.recover()
+        self.hub.listeners.append(self)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop listening; let runs in flight finish for up to ``grace`` seconds, then cancel the rest
+        (their records say ``running``, and the next ``start`` settles them — see ``recover``)."""
+        if self in self.hub.listeners:
+            self.hub.listeners.remove(self)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until no run is queued or running (tests, graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def recover(self) -> None:
+        for routine in list(self.hub.registry.routines.values()):
+            for run in await self.runs.runs(routine.routine_id):
+                if run.status in TERMINAL:
+                    continue
+                answer = await self._answer_in_log(run)
+                run.finished_at = self.hub.clock()
+                run.started_at = run.started_at or run.finished_at
+                if answer is not None:
+                    run.status, run.output_id = "succeeded", answer.envelope_id
+                else:
+                    run.status = "failed"
+                    run.error = "interrupted: the worker stopped during this run; not retried"
+                await self.runs.write(run)
+
+    async def _answer_in_log(self, run: Run) -> Envelope | None:
+        if run.channel_id is None or run.trigger_id is None:
+            return None
+        for env in await self.hub.read_wal(run.channel_id, last=500):
+            if env.causation_id == run.trigger_id and env.sender_id == run.agent_id:
+                return env
+        return None
+
+    # --- dispatch (synchronous, inside fan-out) ------------------------------------------------------
+
+    def on_envelope(self, state: ChannelState, env: Envelope) -> None:
+        registry = self.hub.registry
+        sender = registry.members.get(env.sender_id)
+        kind = sender.passport.kind if sender is not None else None
+        if env.event_type == EV_TEXT:
+            self.guard.observe(env.channel_id, kind)
+        routines = [
+            r for r in registry.routines.values() if r.status == "active" and r.agent_id in state.participants
+        ]
+        if not routines:
+            return
+        org = registry.orgs.get(sender.passport.org_id) if sender is not None else None
+        for routine in routines:
+            member = registry.members.get(routine.agent_id)
+            if member is None or not member.active:
+                continue
+            ctx = TriggerContext(
+                adapter=state.adapter,
+                participants=tuple(state.participants),
+                sender_kind=kind,
+                sender_org_id=sender.passport.org_id if sender is not None else None,
+                sender_org_name=org.name if org is not None else None,
+                agent_name=member.passport.name,
+                agent_lookup_key=member.passport.lookup_key,
+            )
+            if matches(routine, env, ctx):
+                self._spawn(self._run(routine, env))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- execution -------------------------------------------------------------------------------------
+
+    def _allows(self, channel_id: str) -> bool:
+        used = self.guard.counts.get(channel_id, 0) + self._reserved.get(channel_id, 0)
+        return used < self.guard.cap
+
+    async def _run(self, routine: Routine, trigger: Envelope) -> None:
+        now = self.hub.clock()
+        run = Run(
+            new_id("run"),
+            routine.routine_id,
+            routine.agent_id,
+            trigger_id=trigger.envelope_id,
+            channel_id=trigger.channel_id,
+            queued_at=now,
+        )
+        await self.runs.write(run)
+        lock = self._agent_locks.setdefault(routine.agent_id, asyncio.Lock())
+        async with self._slots, lock:
+            run.status, run.started_at = "running", self.hub.clock()
+            await self.runs.write(run)
+            started = time.perf_counter()
+            try:
+                await self._execute(routine, trigger, run)
+            except AccordError as exc:
+                run.status, run.error = "failed", f"{exc.code}: {exc.message}"
+            except Exception as exc:
+                log.exception("routine %s failed", routine.routine_id)
+                run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+            run.finished_at = run.started_at + (time.perf_counter() - started)
+            await self.runs.write(run)
+
+    async def _execute(self, routine: Routine, trigger: Envelope, run: Run) -> None:
+        cid = trigger.channel_id
+        is_thread_message = routine.event_type == "thread.message_added"
+        if is_thread_message and not self._allows(cid):
+            run.status, run.error = "skipped", "runaway_guard: agent messages in this thread are at the cap"
+            if self.guard.trip(cid):
+                reason = "agent messages since the last human one reached the cap"
+                await self.hub.post_notice(cid, EV_RUNAWAY_GUARD, {"cap": self.guard.cap, "reason": reason})
+            return
+        if routine.handler_type != "preset":
+            run.status, run.error = "failed", "script routines are not available yet"
+            return
+        member = self.hub.registry.members[routine.agent_id]
+        passport = member.passport
+        session = self.hub.agent_session(passport.org_id)
+        history = await self.hub.history(session, passport.agent_id, cid, last=self.history)
+        state = await self.hub.channel_state(cid)
+        agent = Agent(passport.name, prompt=_identity(passport), config=self.model_for(passport))
+        messages = participate_messages(agent.prompt, passport.agent_id, history, state.names)
+        result = await agent.take_turn(messages)
+        run.model, run.tokens_in, run.tokens_out = result.model, result.tokens_in, result.tokens_out
+        if is_thread_message and not self._allows(cid):
+            run.status, run.error = "skipped", "runaway_guard: the cap was reached while this run thought"
+            return
+        self._reserved[cid] = self._reserved.get(cid, 0) + 1
+        try:
+            cause = trigger.envelope_id
+            if result.handoff is not None:
+                data = result.handoff.to_event_data()
+                proposal = Proposal(cid, EV_HANDOFF, data, passport.agent_id, causation_id=cause)
+            else:
+                text = {"text": result.text or ""}
+                proposal = Proposal(cid, EV_TEXT, text, passport.agent_id, causation_id=cause)
+            out = await self.hub.submit(session, proposal)
+        finally:
+            self._reserved[cid] -= 1
+        run.status, run.output_id = "succeeded", out.envelope_id
+
+
+def _identity(passport: Passport) -> str:
+    return passport.identity or f"You are {passport.name}. Take part helpfully in the thread."
+
+
+def participate_messages(
+    identity: str, me: str, history: list[Envelope], names: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The model input of ``participate``: the identity, then the thread as this agent may see it."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": identity}]
+    for env in history:
+        who = names.get(env.sender_id, env.sender_id)
+        data = env.event_data
+        if env.event_type == EV_TEXT:
+            text = str(data.get("text", ""))
+            mine = env.sender_id == me
+            if mine:
+                out.append({"role": "assistant", "content": text})
+            else:
+                out.append({"role": "user", "content": f"{who}: {text}"})
+        elif env.event_type == EV_TOOL_CALL and env.sender_id == me:
+            note = f"(called {data.get('name')} → {data.get('result')})"
+            out.append({"role": "assistant", "content": note})
+    return out

@@ -1,0 +1,132 @@
+"""The routine worker inside a real hub (SQLite file): participate, runs, pause, the runaway guard,
+crash recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from accord import EV_RUNAWAY_GUARD, EV_TEXT, Hub, Passport, SqliteStore
+from accord.hub.session import Session
+from accord.model.envelope import Proposal
+from accord.model.routines import Run
+from accord.routines.worker import RoutineWorker
+
+
+async def world(path: Path, agents: int = 3) -> tuple[Hub, Session, list[str], str, str]:
+    hub = await Hub.open(SqliteStore(path / "accord.db"), ttl_sweep_interval=0)
+    org, _key = await hub.create_org("Acme")
+    s = hub.agent_session(org.org_id)
+    ids = []
+    for i in range(agents):
+        ids.append(
+            (await hub.register(s, Passport(name=f"agent-{i}", identity=f"You are agent {i}."))).agent_id
+        )
+    person = (await hub.register(s, Passport(name="pat", kind="human"))).agent_id
+    for agent_id in ids:
+        hub.detach(s, agent_id)
+    team = await hub.teams.create(s, "ops")
+    for member in (*ids, person):
+        await hub.teams.add_member(s, team.team_id, member)
+    thread = await hub.teams.create_thread(s, team.team_id, "status")
+    return hub, s, ids, person, thread.channel_id
+
+
+async def participate(hub: Hub, s: Session, agent_id: str, **cfg: Any) -> str:
+    r = await hub.routines.create(
+        s,
+        agent_id,
+        name="auto",
+        event_type="thread.message_added",
+        handler_type="preset",
+        preset_name="participate",
+        event_config=cfg or None,
+    )
+    await hub.routines.set_status(s, r.routine_id, "active")
+    return r.routine_id
+
+
+async def say(hub: Hub, s: Session, who: str, cid: str, text: str) -> None:
+    await hub.submit(s, Proposal(cid, EV_TEXT, {"text": text}, who))
+
+
+def texts_by(envs: list[Any], ids: list[str]) -> int:
+    return sum(1 for e in envs if e.event_type == EV_TEXT and e.sender_id in ids)
+
+
+async def test_three_unfiltered_agents_stop_at_the_cap_and_a_person_resumes_them(tmp_path: Path) -> None:
+    hub, s, ids, person, cid = await world(tmp_path)
+    for agent_id in ids:
+        await participate(hub, s, agent_id)
+    worker = RoutineWorker(hub, cap=8)
+    await worker.start()
+    await say(hub, s, person, cid, "Status of the billing migration?")
+    await worker.drain()
+    log = await hub.read_wal(cid)
+    assert texts_by(log, ids) == 8
+    guards = [e for e in log if e.event_type == EV_RUNAWAY_GUARD]
+    assert len(guards) == 1 and guards[0].event_data["cap"] == 8
+    # every answer names the envelope it answered
+    by_id = {e.envelope_id: e for e in log}
+    assert all(e.causation_id in by_id for e in log if e.event_type == EV_TEXT and e.sender_id in ids)
+    await say(hub, s, person, cid, "Go on, please.")
+    await worker.drain()
+    log = await hub.read_wal(cid)
+    assert texts_by(log, ids) == 16
+    assert len([e for e in log if e.event_type == EV_RUNAWAY_GUARD]) == 2
+    await worker.stop()
+    await hub.close()
+
+
+async def test_runs_are_recorded_and_pause_stops_a_routine(tmp_path: Path) -> None:
+    hub, s, ids, person, cid = await world(tmp_path, agents=1)
+    rid = await participate(hub, s, ids[0], subject_is_agent=False)
+    worker = RoutineWorker(hub)
+    await worker.start()
+    await say(hub, s, person, cid, "hello")
+    await worker.drain()
+    (run,) = await hub.routines.runs(s, rid)
+    assert run.status == "succeeded" and run.model == "offline" and run.duration_ms is not None
+    assert run.tokens_in > 0 and run.tokens_out > 0 and run.output_id and run.trigger_id
+    reply = next(e for e in await hub.read_wal(cid) if e.envelope_id == run.output_id)
+    assert reply.sender_id == ids[0] and reply.causation_id == run.trigger_id
+    assert reply.event_data["text"].startswith("[offline model]")
+    await hub.routines.set_status(s, rid, "paused")
+    await say(hub, s, person, cid, "anyone?")
+    await worker.drain()
+    assert len(await hub.routines.runs(s, rid)) == 1
+    await hub.routines.set_status(s, rid, "active")
+    await say(hub, s, person, cid, "back?")
+    await worker.drain()
+    assert [r.status for r in await hub.routines.runs(s, rid)] == ["succeeded", "succeeded"]
+    await worker.stop()
+    await hub.close()
+
+
+async def test_routines_survive_a_restart_and_interrupted_runs_are_settled(tmp_path: Path) -> None:
+    hub, s, ids, person, cid = await world(tmp_path, agents=1)
+    rid = await participate(hub, s, ids[0])
+    # a run the worker started but never finished (as after kill -9), and one whose answer landed
+    worker = RoutineWorker(hub)
+    trigger = await hub.submit(s, Proposal(cid, EV_TEXT, {"text": "q1"}, person))
+    await worker.runs.write(Run("run_a", rid, ids[0], "running", trigger.envelope_id, cid, started_at=1.0))
+    answered = await hub.submit(s, Proposal(cid, EV_TEXT, {"text": "q2"}, person))
+    out = await hub.submit(
+        s, Proposal(cid, EV_TEXT, {"text": "a2"}, ids[0], causation_id=answered.envelope_id)
+    )
+    await worker.runs.write(Run("run_b", rid, ids[0], "queued", answered.envelope_id, cid))
+    await hub.close()
+
+    hub = await Hub.open(SqliteStore(tmp_path / "accord.db"), ttl_sweep_interval=0)
+    s = hub.agent_session(s.org_id)
+    assert hub.registry.routines[rid].status == "active"
+    worker = RoutineWorker(hub)
+    await worker.start()
+    runs = {r.run_id: r for r in await hub.routines.runs(s, rid)}
+    assert runs["run_a"].status == "failed" and "interrupted" in (runs["run_a"].error or "")
+    assert runs["run_b"].status == "succeeded" and runs["run_b"].output_id == out.envelope_id
+    before = texts_by(await hub.read_wal(cid), ids)
+    await worker.drain()
+    assert texts_by(await hub.read_wal(cid), ids) == before  # nothing answered twice
+    await worker.stop()
+    await hub.close()
