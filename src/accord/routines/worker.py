@@ -34,12 +34,15 @@ from ..model.identity import Passport
 from ..model.ids import new_id
 from ..model.routines import Routine, Run
 from ..protocol.channel import ChannelState
+from ..protocol.graph import Handoff
 from .filters import TriggerContext, matches
 from .guard import DEFAULT_CAP, RunawayGuard
 from .runs import TERMINAL, RunLog
+from .script import ScriptError, run_script
 
 if TYPE_CHECKING:
     from ..hub.hub import Hub
+    from ..hub.session import Session
 
 log = logging.getLogger("accord.routines")
 
@@ -193,12 +196,12 @@ class RoutineWorker(HubListener):
                 reason = "agent messages since the last human one reached the cap"
                 await self.hub.post_notice(cid, EV_RUNAWAY_GUARD, {"cap": self.guard.cap, "reason": reason})
             return
-        if routine.handler_type != "preset":
-            run.status, run.error = "failed", "script routines are not available yet"
-            return
         member = self.hub.registry.members[routine.agent_id]
         passport = member.passport
         session = self.hub.agent_session(passport.org_id)
+        if routine.handler_type == "script":
+            await self._script(routine, trigger, run, passport, session)
+            return
         history = await self.hub.history(session, passport.agent_id, cid, last=self.history)
         state = await self.hub.channel_state(cid)
         agent = Agent(passport.name, prompt=_identity(passport), config=self.model_for(passport))
@@ -220,6 +223,66 @@ class RoutineWorker(HubListener):
             out = await self.hub.submit(session, proposal)
         finally:
             self._reserved[cid] -= 1
+        run.status, run.output_id = "succeeded", out.envelope_id
+
+    async def _script(
+        self, routine: Routine, trigger: Envelope, run: Run, passport: Passport, session: Session
+    ) -> None:
+        cid = trigger.channel_id
+        state = await self.hub.channel_state(cid)
+        threads = self.hub.registry.team_threads.get(state.team_id or "", [])
+        title = next((t for c, t in threads if c == cid), None)
+        sender = self.hub.registry.members.get(trigger.sender_id)
+        event = {
+            "type": routine.event_type,
+            "payload": {
+                "message": {
+                    "id": trigger.envelope_id,
+                    "text": str(trigger.event_data.get("text", "")),
+                    "thread_id": cid,
+                    "sender": {
+                        "id": trigger.sender_id,
+                        "name": state.names.get(trigger.sender_id, trigger.sender_id),
+                        "type": "user" if sender is not None and sender.passport.kind == "human" else "agent",
+                    },
+                },
+                "thread": {"id": cid, "title": title, "team_id": state.team_id},
+            },
+            "agent": {"id": passport.agent_id, "name": passport.name, "lookup_key": passport.lookup_key},
+        }
+        action = await run_script(routine.script or "", event)
+        run.model = "script"
+        cause = trigger.envelope_id
+        me = passport.agent_id
+        if action.kind == "none":
+            run.status = "succeeded"
+            return
+        if action.kind == "route":
+            target = next(
+                (c for c, t in threads if action.value in (c,) or t.lower() == action.value.lower()), None
+            )
+            if target is None:
+                raise ScriptError(f"route {action.value!r}: no thread with that id or title in this team")
+            data = {"text": str(trigger.event_data.get("text", "")), "routed_from": cid}
+            proposal = Proposal(target, EV_TEXT, data, me, causation_id=cause)
+        elif action.kind == "reply":
+            proposal = Proposal(cid, EV_TEXT, {"text": action.value}, me, causation_id=cause)
+        else:
+            other = self.hub.registry.lookup(passport.org_id, action.value) or next(
+                (
+                    m
+                    for m in self.hub.registry.members.values()
+                    if m.active
+                    and m.passport.org_id == passport.org_id
+                    and m.passport.lookup_key == action.value
+                ),
+                None,
+            )
+            if other is None:
+                raise ScriptError(f"handoff {action.value!r}: no agent with that lookup_key or name")
+            data = Handoff(target=other.passport.name, reason=f"routed by {routine.name}").to_event_data()
+            proposal = Proposal(cid, EV_HANDOFF, data, me, causation_id=cause)
+        out = await self.hub.submit(session, proposal)
         run.status, run.output_id = "succeeded", out.envelope_id
 
 
