@@ -138,6 +138,40 @@ class AuditRecord(_Model):
     data: dict[str, Any]
 
 
+class Routine(_Model):
+    """An agent's routine; it starts as ``draft`` and fires only while ``active``."""
+
+    id: str
+    agent_id: str
+    name: str
+    event_type: str
+    handler_type: str
+    preset_name: str | None
+    script: str | None
+    event_config: dict[str, Any]
+    status: str
+    created_at: str
+    updated_at: str
+
+
+class Run(_Model):
+    """One execution of a routine: queued/running/succeeded/failed/skipped."""
+
+    id: str
+    routine_id: str
+    agent_id: str
+    status: str
+    duration_ms: float | None
+    model: str | None
+    tokens_in: int
+    tokens_out: int
+    error: str | None
+    trigger_id: str | None
+    output_id: str | None
+    thread_id: str | None
+    created_at: str
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None
@@ -247,6 +281,26 @@ def _post_envelope(
 
 def _audit(after_seq: int | str, limit: int) -> Req[Page[AuditRecord]]:
     return Req("GET", "/v1/audit", Page[AuditRecord], params={"after_seq": int(after_seq), "limit": limit})
+
+
+def _create_routine(
+    agent_id: str,
+    name: str,
+    event_type: str,
+    handler_type: str,
+    preset_name: str | None,
+    script: str | None,
+    event_config: dict[str, Any] | None,
+) -> Req[Routine]:
+    body: dict[str, Any] = {"name": name, "event_type": event_type, "handler_type": handler_type}
+    extra = {"preset_name": preset_name, "script": script, "event_config": event_config}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Req("POST", f"/v1/agents/{agent_id}/agent_routines", Routine, body)
+
+
+def _runs(routine_id: str, limit: int, cursor: str | None) -> Req[Page[Run]]:
+    params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+    return Req("GET", f"/v1/routines/{routine_id}/runs", Page[Run], params=params)
 
 
 def _parse(req: Req[R], response: httpx.Response) -> R | None:
@@ -391,6 +445,37 @@ class AccordClient:
         """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``
         is set."""
         return self._run(_audit(after_seq, limit))
+
+    def create_routine(
+        self,
+        agent_id: str,
+        name: str,
+        *,
+        event_type: str = "thread.message_added",
+        handler_type: str = "preset",
+        preset_name: str | None = None,
+        script: str | None = None,
+        event_config: dict[str, Any] | None = None,
+    ) -> Routine:
+        req = _create_routine(agent_id, name, event_type, handler_type, preset_name, script, event_config)
+        return self._run(req)
+
+    def list_routines(self, agent_id: str | None = None) -> Page[Routine]:
+        path = f"/v1/agents/{agent_id}/agent_routines" if agent_id else "/v1/routines"
+        return self._run(Req("GET", path, Page[Routine]))
+
+    def activate_routine(self, routine_id: str) -> Routine:
+        return self._run(Req("POST", f"/v1/routines/{routine_id}/activate", Routine))
+
+    def pause_routine(self, routine_id: str) -> Routine:
+        return self._run(Req("POST", f"/v1/routines/{routine_id}/pause", Routine))
+
+    def delete_routine(self, routine_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/routines/{routine_id}", None))
+
+    def routine_runs(self, routine_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[Run]:
+        """Runs, newest first."""
+        return self._run(_runs(routine_id, limit, cursor))
 
     def close(self) -> None:
         self._http.close()
@@ -542,6 +627,39 @@ class AsyncAccordClient:
         """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``
         is set."""
         return await self._run(_audit(after_seq, limit))
+
+    async def create_routine(
+        self,
+        agent_id: str,
+        name: str,
+        *,
+        event_type: str = "thread.message_added",
+        handler_type: str = "preset",
+        preset_name: str | None = None,
+        script: str | None = None,
+        event_config: dict[str, Any] | None = None,
+    ) -> Routine:
+        req = _create_routine(agent_id, name, event_type, handler_type, preset_name, script, event_config)
+        return await self._run(req)
+
+    async def list_routines(self, agent_id: str | None = None) -> Page[Routine]:
+        path = f"/v1/agents/{agent_id}/agent_routines" if agent_id else "/v1/routines"
+        return await self._run(Req("GET", path, Page[Routine]))
+
+    async def activate_routine(self, routine_id: str) -> Routine:
+        return await self._run(Req("POST", f"/v1/routines/{routine_id}/activate", Routine))
+
+    async def pause_routine(self, routine_id: str) -> Routine:
+        return await self._run(Req("POST", f"/v1/routines/{routine_id}/pause", Routine))
+
+    async def delete_routine(self, routine_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/routines/{routine_id}", None))
+
+    async def routine_runs(
+        self, routine_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[Run]:
+        """Runs, newest first."""
+        return await self._run(_runs(routine_id, limit, cursor))
 
     async def aclose(self) -> None:
         await self._http.aclose()
