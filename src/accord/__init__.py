@@ -4,7 +4,7 @@ Everything a user needs in-process is importable from here (DESIGN §5); the see
 with only their imports changed.
 """
 
-from .agents import Agent, OfflineConfig, TestConfig, Tool, tool
+from .agents import Agent, AnthropicConfig, OfflineConfig, OpenAIConfig, TestConfig, Tool, tool
 from .client import AgentClient, Channel, HubClient, HumanClient, RemoteHub
 from .hub import Hub, HubArbiter, HubListener
 from .link import LocalLink, WsLink
@@ -65,6 +65,7 @@ __all__ = [
     "AgentClient",
     "AgentTarget",
     "Always",
+    "AnthropicConfig",
     "Channel",
     "ChannelState",
     "ContextEquals",
@@ -81,6 +82,7 @@ __all__ = [
     "MemoryStore",
     "Observed",
     "OfflineConfig",
+    "OpenAIConfig",
     "Passport",
     "Proposal",
     "RemoteHub",
