@@ -188,6 +188,17 @@ def serve(
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
     ),
+    model: str = typer.Option(
+        "offline",
+        "--model",
+        help="Default model of agents' routines: offline, openai:<model> or anthropic:<model>. "
+        "The key is read from ACCORD_MODEL_API_KEY (or OPENAI_API_KEY / ANTHROPIC_API_KEY).",
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="An OpenAI-compatible (or Anthropic) endpoint, e.g. http://localhost:11434/v1.",
+    ),
     dev: bool = typer.Option(
         False,
         "--dev",
@@ -217,8 +228,15 @@ def serve(
     if dev and host not in ("127.0.0.1", "::1", "localhost"):
         Console(stderr=True).print("[red]error:[/red] --dev is only allowed on a loopback host")
         raise typer.Exit(2)
+    from .agents.models.resolve import check_spec
+
+    try:
+        check_spec(model)
+    except AccordError as err:
+        Console(stderr=True).print(f"[red]error:[/red] --model: {err.message}")
+        raise typer.Exit(2) from None
     data.mkdir(parents=True, exist_ok=True)
-    application = app_for_data(data, durability, dev=dev)
+    application = app_for_data(data, durability, dev=dev, model=model, base_url=base_url)
     application.state.log_fields = {
         "data_dir": str(data.resolve()),
         "durability": durability,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents.agent import Agent
 from ..agents.models.base import ModelConfig
-from ..agents.models.offline import OfflineConfig
+from ..agents.models.resolve import ModelPool
 from ..hub.governance import HubListener
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import AccordError
@@ -60,7 +60,8 @@ class RoutineWorker(HubListener):
         history: int = DEFAULT_HISTORY,
     ) -> None:
         self.hub = hub
-        self.model_for = model_for or (lambda _passport: OfflineConfig())
+        pool = ModelPool()
+        self.model_for = model_for or (lambda passport: pool.config(passport.model))
         self.guard = RunawayGuard(cap)
         self.history = history
         self.runs = RunLog(hub.store, hub.clock)

@@ -7,6 +7,7 @@ calls the hub (or ``hub.teams``), which authorizes, appends and audits. Privacy 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -137,11 +138,24 @@ def create_app(
     return app
 
 
-def app_for_data(data: Path, durability: str = "process", *, dev: bool = False) -> FastAPI:
-    """The app ``accord serve`` runs: a hub on ``data/accord.db``."""
+def app_for_data(
+    data: Path,
+    durability: str = "process",
+    *,
+    dev: bool = False,
+    model: str = "offline",
+    base_url: str | None = None,
+) -> FastAPI:
+    """The app ``accord serve`` runs: a hub on ``data/accord.db``, routines answering with ``model``
+    (an agent's own ``model`` spec wins). The provider key comes from ``ACCORD_MODEL_API_KEY`` or the
+    SDK's own variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) — never from the command line."""
+    from ..agents.models.resolve import Endpoint, ModelPool
     from ..store import SqliteStore
 
     async def open_hub() -> Hub:
         return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
 
-    return create_app(open_hub=open_hub, dev=dev)
+    app = create_app(open_hub=open_hub, dev=dev)
+    pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))
+    app.state.model_for = lambda passport: pool.config(passport.model)
+    return app
