@@ -128,3 +128,37 @@ def test_a_failing_model_fails_the_run_with_a_clear_error(
         )
         assert "model_error" in (run.error or "") and "HTTP 500" in (run.error or "")
         assert len(acme.get_thread_messages(team.id, thread.id).data) == 1  # nothing posted
+
+
+def test_a_run_cut_by_kill_9_is_settled_on_restart_and_never_answered_twice(
+    llm_served: tuple[Server, str, str], llm_server: LLMServer
+) -> None:
+    server, acme_key, _ = llm_served
+    with AccordClient(server.url, acme_key) as acme:
+        bot = acme.create_agent("bot")
+        person = acme.create_user("pat")
+        team = acme.create_team("t")
+        acme.add_member(team.id, agent_id=bot.id)
+        acme.add_member(team.id, user_id=person.id)
+        thread = acme.create_thread(team.id, "status")
+        routine = acme.create_routine(bot.id, "auto", preset_name="participate")
+        acme.activate_routine(routine.id)
+        llm_server.delay(30)  # the model "thinks" until the hub is killed
+        llm_server.script("too late")
+        acme.post_message(team.id, thread.id, "hello?", user_id=person.id)
+        running = lambda: [r for r in acme.routine_runs(routine.id).data if r.status == "running"]  # noqa: E731
+        wait(running, "a running run")
+        assert server.proc is not None
+        server.proc.kill()  # kill -9: no graceful shutdown, the run record says "running"
+        server.proc.wait(timeout=10)
+        server.proc = None
+    llm_server.reset()
+    llm_server.responder = lambda _req: "a second answer must never be posted"
+    server.start()
+    with AccordClient(server.url, acme_key) as acme:
+        (run,) = acme.routine_runs(routine.id).data
+        assert run.status == "failed" and "interrupted" in (run.error or "")
+        time.sleep(1.0)
+        messages = acme.get_thread_messages(team.id, thread.id).data
+        assert [m.content for m in messages] == ["hello?"]
+        assert llm_server.bodies("openai") == []
