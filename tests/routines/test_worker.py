@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from accord import EV_RUNAWAY_GUARD, EV_TEXT, Hub, Passport, SqliteStore
+from accord import EV_RUNAWAY_GUARD, EV_TEXT, Hub, Passport, Rule, SqliteStore
 from accord.hub.session import Session
 from accord.model.envelope import Proposal
 from accord.model.routines import Run
@@ -128,5 +128,36 @@ async def test_routines_survive_a_restart_and_interrupted_runs_are_settled(tmp_p
     before = texts_by(await hub.read_wal(cid), ids)
     await worker.drain()
     assert texts_by(await hub.read_wal(cid), ids) == before  # nothing answered twice
+    await worker.stop()
+    await hub.close()
+
+
+async def test_hourly_budgets_skip_runs_announce_once_and_audit(tmp_path: Path) -> None:
+    hub, s, ids, person, cid = await world(tmp_path, agents=2)
+    await hub.set_rule(ids[0], Rule(runs_per_hour=2))
+    await hub.set_rule(ids[1], Rule(tokens_per_hour=1))
+    r0 = await participate(hub, s, ids[0], subject_is_agent=False)
+    r1 = await participate(hub, s, ids[1], subject_is_agent=False)
+    worker = RoutineWorker(hub)
+    await worker.start()
+    for text in ("one", "two", "three"):
+        await say(hub, s, person, cid, text)
+        await worker.drain()
+    assert [r.status for r in await hub.routines.runs(s, r0)] == ["succeeded", "succeeded", "skipped"]
+    assert [r.status for r in await hub.routines.runs(s, r1)] == ["succeeded", "skipped", "skipped"]
+    guards = [e.event_data for e in await hub.read_wal(cid) if e.event_type == EV_RUNAWAY_GUARD]
+    assert sorted((g["kind"], g["agent_id"]) for g in guards) == [
+        ("runs_per_hour", ids[0]),
+        ("tokens_per_hour", ids[1]),
+    ]  # each announced once, however many runs it skips
+    records, _ = await hub.audit_log(s, after_seq=0, limit=1000)
+    tripped = [r.event_data for r in records if r.event_data.get("code") == "runaway_guard"]
+    assert len(tripped) == 2
+    # a later hour frees the budget (the hub's clock is injectable; here the worker's window moves)
+    worker.usage.runs.clear()
+    worker.usage.tokens.clear()
+    await say(hub, s, person, cid, "four")
+    await worker.drain()
+    assert (await hub.routines.runs(s, r0))[-1].status == "succeeded"
     await worker.stop()
     await hub.close()

@@ -137,6 +137,14 @@ class TurnBudgetExhausted(AccordError):
     http_status = 429
 
 
+class RunawayGuardTripped(AccordError):
+    """A routine was stopped by a runaway cap: the thread's agent-message cap or an agent's hourly
+    run or token budget (DESIGN §8). Recorded in the audit log; the run is ``skipped``."""
+
+    code = "runaway_guard"
+    http_status = 429
+
+
 class Refused(AccordError):
     """A user-registered HubArbiter said no."""
 

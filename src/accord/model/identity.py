@@ -159,6 +159,9 @@ class Rule:
     channel_types: list[str] | None = None
     max_open_channels: int | None = None
     turn_budget: int | None = None
+    #: routine budgets (DESIGN §8): runs started, and model tokens (in + out), per rolling hour
+    runs_per_hour: int | None = None
+    tokens_per_hour: int | None = None
 
     def __post_init__(self) -> None:
         # a Rule arrives from remote clients too: check types here, not where the hub first uses them
@@ -169,7 +172,14 @@ class Rule:
             value = getattr(self, label)
             if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
                 raise InvalidInput(f"{label} must be a number")
-        for label in ("burst", "inbox_cap", "max_open_channels", "turn_budget"):
+        for label in (
+            "burst",
+            "inbox_cap",
+            "max_open_channels",
+            "turn_budget",
+            "runs_per_hour",
+            "tokens_per_hour",
+        ):
             value = getattr(self, label)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise InvalidInput(f"{label} must be an integer")
@@ -183,6 +193,10 @@ class Rule:
             raise InvalidInput("max_open_channels must be at least 1")
         if self.turn_budget is not None and self.turn_budget < 0:
             raise InvalidInput("turn_budget must be >= 0")
+        for label in ("runs_per_hour", "tokens_per_hour"):
+            value = getattr(self, label)
+            if value is not None and value < 0:
+                raise InvalidInput(f"{label} must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,23 @@ import time
 from typing import Final
 
 PREFIXES: Final = frozenset(
-    {"org", "agt", "usr", "team", "mem", "thr", "env", "rtn", "run", "key", "inv", "aud", "visa", "hub"}
+    {
+        "org",
+        "agt",
+        "usr",
+        "team",
+        "mem",
+        "thr",
+        "env",
+        "rtn",
+        "run",
+        "key",
+        "inv",
+        "aud",
+        "visa",
+        "hub",
+        "doc",
+    }
 )
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -36,3 +36,44 @@ class RunawayGuard:
             return False
         self.tripped.add(channel_id)
         return True
+
+
+HOUR = 3600.0
+
+
+@dataclass(slots=True)
+class HourlyUsage:
+    """Per agent: routine runs started and model tokens used in the last rolling hour.
+
+    Times come from the hub's clock (passed in), so budgets are testable without waiting an hour.
+    """
+
+    runs: dict[str, list[float]] = field(default_factory=dict)
+    tokens: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def _prune(self, agent_id: str, now: float) -> None:
+        since = now - HOUR
+        runs = self.runs.get(agent_id)
+        if runs:
+            self.runs[agent_id] = [t for t in runs if t > since]
+        tokens = self.tokens.get(agent_id)
+        if tokens:
+            self.tokens[agent_id] = [(t, n) for t, n in tokens if t > since]
+
+    def runs_in_hour(self, agent_id: str, now: float) -> int:
+        self._prune(agent_id, now)
+        return len(self.runs.get(agent_id, ()))
+
+    def tokens_in_hour(self, agent_id: str, now: float) -> int:
+        self._prune(agent_id, now)
+        return sum(n for _, n in self.tokens.get(agent_id, ()))
+
+    def runs_in_last(self, agent_id: str, now: float, seconds: float) -> int:
+        return sum(1 for t in self.runs.get(agent_id, ()) if t > now - seconds)
+
+    def record_run(self, agent_id: str, at: float) -> None:
+        self.runs.setdefault(agent_id, []).append(at)
+
+    def record_tokens(self, agent_id: str, at: float, count: int) -> None:
+        if count:
+            self.tokens.setdefault(agent_id, []).append((at, count))

@@ -28,7 +28,7 @@ from ..agents.models.base import ModelConfig
 from ..agents.models.resolve import ModelPool
 from ..hub.governance import HubListener
 from ..model.envelope import Envelope, Proposal
-from ..model.errors import AccordError
+from ..model.errors import AccordError, RunawayGuardTripped
 from ..model.events import EV_HANDOFF, EV_RUNAWAY_GUARD, EV_TEXT, EV_TOOL_CALL
 from ..model.identity import Passport
 from ..model.ids import new_id
@@ -36,7 +36,7 @@ from ..model.routines import Routine, Run
 from ..protocol.channel import ChannelState
 from ..protocol.graph import Handoff
 from .filters import TriggerContext, matches
-from .guard import DEFAULT_CAP, RunawayGuard
+from .guard import DEFAULT_CAP, HOUR, HourlyUsage, RunawayGuard
 from .runs import TERMINAL, RunLog
 from .script import ScriptError, run_script
 
@@ -58,11 +58,16 @@ class RoutineWorker(HubListener):
         concurrency: int = 4,
         cap: int = DEFAULT_CAP,
         history: int = DEFAULT_HISTORY,
+        spike_per_minute: int = 60,
     ) -> None:
         self.hub = hub
         pool = ModelPool()
         self.model_for = model_for or (lambda passport: pool.config(passport.model))
         self.guard = RunawayGuard(cap)
+        self.usage = HourlyUsage()
+        self.spike_per_minute = spike_per_minute
+        self._announced: dict[tuple[str, str], float] = {}  # (agent, budget) → when it was announced
+        self._spiked: dict[str, float] = {}
         self.history = history
         self.runs = RunLog(hub.store, hub.clock)
         self._slots = asyncio.Semaphore(concurrency)
@@ -99,8 +104,12 @@ class RoutineWorker(HubListener):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def recover(self) -> None:
+        now = self.hub.clock()
         for routine in list(self.hub.registry.routines.values()):
             for run in await self.runs.runs(routine.routine_id):
+                if run.started_at is not None and run.started_at > now - HOUR:  # budgets span restarts
+                    self.usage.record_run(run.agent_id, run.started_at)
+                    self.usage.record_tokens(run.agent_id, run.started_at, run.tokens_in + run.tokens_out)
                 if run.status in TERMINAL:
                     continue
                 answer = await self._answer_in_log(run)
@@ -191,14 +200,18 @@ class RoutineWorker(HubListener):
     async def _execute(self, routine: Routine, trigger: Envelope, run: Run) -> None:
         cid = trigger.channel_id
         is_thread_message = routine.event_type == "thread.message_added"
+        member = self.hub.registry.members[routine.agent_id]
+        passport = member.passport
         if is_thread_message and not self._allows(cid):
             run.status, run.error = "skipped", "runaway_guard: agent messages in this thread are at the cap"
             if self.guard.trip(cid):
                 reason = "agent messages since the last human one reached the cap"
-                await self.hub.post_notice(cid, EV_RUNAWAY_GUARD, {"cap": self.guard.cap, "reason": reason})
+                await self._tripped(passport, cid, "thread_cap", self.guard.cap, reason)
             return
-        member = self.hub.registry.members[routine.agent_id]
-        passport = member.passport
+        if await self._over_budget(
+            passport, member.rule.runs_per_hour, member.rule.tokens_per_hour, cid, run
+        ):
+            return
         session = self.hub.agent_session(passport.org_id)
         if routine.handler_type == "script":
             await self._script(routine, trigger, run, passport, session)
@@ -209,6 +222,7 @@ class RoutineWorker(HubListener):
         messages = participate_messages(agent.prompt, passport.agent_id, history, state.names)
         result = await agent.take_turn(messages)
         run.model, run.tokens_in, run.tokens_out = result.model, result.tokens_in, result.tokens_out
+        self.usage.record_tokens(passport.agent_id, self.hub.clock(), result.tokens_in + result.tokens_out)
         if is_thread_message and not self._allows(cid):
             run.status, run.error = "skipped", "runaway_guard: the cap was reached while this run thought"
             return
@@ -225,6 +239,48 @@ class RoutineWorker(HubListener):
         finally:
             self._reserved[cid] -= 1
         run.status, run.output_id = "succeeded", out.envelope_id
+
+    async def _over_budget(
+        self, passport: Passport, runs_cap: int | None, tokens_cap: int | None, cid: str, run: Run
+    ) -> bool:
+        """Per-agent hourly budgets (its Rule): past one, the run is skipped and the cap announced."""
+        agent = passport.agent_id
+        now = self.hub.clock()
+        for budget, cap, used in (
+            ("runs_per_hour", runs_cap, self.usage.runs_in_hour(agent, now)),
+            ("tokens_per_hour", tokens_cap, self.usage.tokens_in_hour(agent, now)),
+        ):
+            if cap is not None and used >= cap:
+                run.status, run.error = "skipped", f"runaway_guard: {budget} budget of {cap} is used up"
+                announced = self._announced.get((agent, budget))
+                if announced is None or announced <= now - HOUR:
+                    self._announced[(agent, budget)] = now
+                    reason = f"{passport.name} used its {budget} budget ({used} of {cap})"
+                    await self._tripped(passport, cid, budget, cap, reason)
+                return True
+        self.usage.record_run(agent, now)
+        recent = self.usage.runs_in_last(agent, now, 60.0)
+        if recent > self.spike_per_minute and self._spiked.get(agent, 0.0) <= now - 60.0:
+            self._spiked[agent] = now
+            log.warning(
+                "routine run spike: %s started %d runs in the last minute",
+                passport.name,
+                recent,
+                extra={"agent_id": agent, "org": passport.org_id, "runs_last_minute": recent},
+            )
+        return False
+
+    async def _tripped(self, passport: Passport, cid: str, cap_kind: str, cap: int, reason: str) -> None:
+        """A runaway cap tripped: tell the thread once, and leave an audit record for the org."""
+        data = {"cap": cap, "kind": cap_kind, "agent_id": passport.agent_id, "reason": reason}
+        await self.hub.post_notice(cid, EV_RUNAWAY_GUARD, data)
+        await self.hub._refuse(
+            RunawayGuardTripped(reason, details=data),
+            actor=passport.agent_id,
+            action="routine.run",
+            channel_id=cid,
+            org_id=passport.org_id,
+        )
 
     async def _script(
         self, routine: Routine, trigger: Envelope, run: Run, passport: Passport, session: Session
