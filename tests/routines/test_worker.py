@@ -98,8 +98,14 @@ async def test_runs_are_recorded_and_pause_stops_a_routine(tmp_path: Path) -> No
     await hub.routines.set_status(s, rid, "active")
     await say(hub, s, person, cid, "back?")
     await worker.drain()
-    assert [r.status for r in await hub.routines.runs(s, rid)] == ["succeeded", "succeeded"]
+    runs = await hub.routines.runs(s, rid)
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    # one AgentSession per (agent, thread): created by the first run, resumed by the next, kept on disk
+    assert runs[0].session_id and runs[0].session_id == runs[1].session_id
     await worker.stop()
+    await hub.close()
+    hub = await Hub.open(SqliteStore(tmp_path / "accord.db"), ttl_sweep_interval=0)
+    assert hub.registry.agent_sessions[(ids[0], cid)] == runs[0].session_id
     await hub.close()
 
 

@@ -169,6 +169,7 @@ class Run(_Model):
     trigger_id: str | None
     output_id: str | None
     thread_id: str | None
+    session_id: str | None = None
     created_at: str
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
 from ..model.ids import new_id
 from ..model.routines import Routine, Run
-from ..protocol.registry import RG_ROUTINE_CREATED, RG_ROUTINE_DELETED, RG_ROUTINE_STATUS
+from ..protocol.registry import RG_AGENT_SESSION, RG_ROUTINE_CREATED, RG_ROUTINE_DELETED, RG_ROUTINE_STATUS
 from ..routines.runs import fold_runs, run_stream
 
 if TYPE_CHECKING:
@@ -122,3 +122,19 @@ class RoutineService:
     async def runs(self, session: Session, routine_id: str) -> list[Run]:
         self.get(session, routine_id)
         return list(fold_runs(await self.hub.store.read(run_stream(routine_id))).values())
+
+    async def agent_session(self, agent_id: str, channel_id: str) -> str:
+        """The AgentSession of ``agent_id`` in ``channel_id``: created on its first run there, then
+        resumed by every later run — a registry record, so it survives restarts."""
+        key = (agent_id, channel_id)
+        found = self.hub.registry.agent_sessions.get(key)
+        if found is not None:
+            return found
+        event = {
+            "session_id": new_id("ses"),
+            "agent_id": agent_id,
+            "channel_id": channel_id,
+            "created_at": self.hub.clock(),
+        }
+        await self.hub._registry_write([(RG_AGENT_SESSION, event)])
+        return self.hub.registry.agent_sessions[key]

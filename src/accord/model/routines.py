@@ -130,6 +130,7 @@ class Run:
     status: str = "queued"
     trigger_id: str | None = None  # the envelope it answered
     channel_id: str | None = None
+    session_id: str | None = None  # the AgentSession (agent, thread) it ran in
     output_id: str | None = None  # the envelope it produced
     model: str | None = None
     tokens_in: int = 0

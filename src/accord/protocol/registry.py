@@ -41,6 +41,7 @@ RG_VISA_REVOKED: Final = "visa.revoked"
 RG_ROUTINE_CREATED: Final = "routine.created"
 RG_ROUTINE_STATUS: Final = "routine.status"
 RG_ROUTINE_DELETED: Final = "routine.deleted"
+RG_AGENT_SESSION: Final = "agent_session.created"
 
 
 @dataclass(slots=True)
@@ -123,6 +124,8 @@ class RegistryState:
     # (team_id, org_id) → visa_id of the live Visa
     live_visa: dict[tuple[str, str], str] = field(default_factory=dict)
     routines: dict[str, Routine] = field(default_factory=dict)
+    # (agent_id, channel_id) → AgentSession id: an agent's continuing conversation in one thread
+    agent_sessions: dict[tuple[str, str], str] = field(default_factory=dict)
     last_seq: int = 0
 
     def routines_of(self, agent_id: str) -> list[Routine]:
@@ -149,6 +152,7 @@ class RegistryState:
             "invites": {k: i.to_dict() for k, i in self.invites.items()},
             "visas": {k: v.to_dict() for k, v in self.visas.items()},
             "routines": {k: r.to_dict() for k, r in self.routines.items()},
+            "agent_sessions": [[a, c, sid] for (a, c), sid in self.agent_sessions.items()],
             "last_seq": self.last_seq,
         }
 
@@ -181,6 +185,8 @@ class RegistryState:
         for raw in dict(data.get("routines") or {}).values():
             routine = Routine.from_dict(raw)
             state.routines[routine.routine_id] = routine
+        for agent_id, channel_id, session_id in data.get("agent_sessions") or ():
+            state.agent_sessions[(str(agent_id), str(channel_id))] = str(session_id)
         return state
 
 
@@ -328,6 +334,8 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
             found.updated_at = float(d["updated_at"])
     elif et == RG_ROUTINE_DELETED:
         state.routines.pop(d["routine_id"], None)
+    elif et == RG_AGENT_SESSION:
+        state.agent_sessions.setdefault((d["agent_id"], d["channel_id"]), d["session_id"])
     elif et == RG_CHANNEL_MEMBERS:
         entry = state.open_channels.get(d["channel_id"])
         if entry is not None:

@@ -213,6 +213,7 @@ class RoutineWorker(HubListener):
         ):
             return
         session = self.hub.agent_session(passport.org_id)
+        run.session_id = await self.hub.routines.agent_session(passport.agent_id, cid)
         if routine.handler_type == "script":
             await self._script(routine, trigger, run, passport, session)
             return

@@ -535,6 +535,7 @@ def _run(run: Run) -> dict[str, Any]:
         "trigger_id": run.trigger_id,
         "output_id": run.output_id,
         "thread_id": run.channel_id,
+        "session_id": run.session_id,
         "created_at": _iso(run.queued_at),
     }
 
