@@ -28,6 +28,7 @@ PREFIXES: Final = frozenset(
         "env",
         "rtn",
         "run",
+        "ses",
         "key",
         "inv",
         "aud",

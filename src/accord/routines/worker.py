@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..agents.agent import Agent
 from ..agents.models.base import ModelConfig
 from ..agents.models.resolve import ModelPool
+from ..agents.tools import Tool
 from ..hub.governance import HubListener
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import AccordError, RunawayGuardTripped
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("accord.routines")
 
 DEFAULT_HISTORY = 20
+KNOWLEDGE_HITS = 3
 
 
 class RoutineWorker(HubListener):
@@ -59,11 +61,16 @@ class RoutineWorker(HubListener):
         cap: int = DEFAULT_CAP,
         history: int = DEFAULT_HISTORY,
         spike_per_minute: int = 60,
+        tools: Mapping[str, Iterable[Tool | Callable[..., Any]]] | None = None,
     ) -> None:
         self.hub = hub
         pool = ModelPool()
         self.model_for = model_for or (lambda passport: pool.config(passport.model))
         self.guard = RunawayGuard(cap)
+        # an agent's own Python tools, by agent name: available to its participate runs in this process
+        self.tools: dict[str, list[Tool]] = {
+            name: [t if isinstance(t, Tool) else Tool(t) for t in fns] for name, fns in (tools or {}).items()
+        }
         self.usage = HourlyUsage()
         self.spike_per_minute = spike_per_minute
         self._announced: dict[tuple[str, str], float] = {}  # (agent, budget) → when it was announced
@@ -219,7 +226,13 @@ class RoutineWorker(HubListener):
             return
         history = await self.hub.history(session, passport.agent_id, cid, last=self.history)
         state = await self.hub.channel_state(cid)
-        agent = Agent(passport.name, prompt=_identity(passport), config=self.model_for(passport))
+        query = str(trigger.event_data.get("text", ""))
+        hits = await self.hub.knowledge.search(
+            session, query, agent_id=passport.agent_id, limit=KNOWLEDGE_HITS
+        )
+        prompt = with_knowledge(_identity(passport), [(h.title, h.passage) for h in hits])
+        tools = [*self._builtin_tools(session, passport), *self.tools.get(passport.name, ())]
+        agent = Agent(passport.name, prompt=prompt, config=self.model_for(passport), tools=tools)
         messages = participate_messages(agent.prompt, passport.agent_id, history, state.names)
         result = await agent.take_turn(messages)
         run.model, run.tokens_in, run.tokens_out = result.model, result.tokens_in, result.tokens_out
@@ -231,8 +244,10 @@ class RoutineWorker(HubListener):
         try:
             cause = trigger.envelope_id
             if result.handoff is not None:
-                data = result.handoff.to_event_data()
-                proposal = Proposal(cid, EV_HANDOFF, data, passport.agent_id, causation_id=cause)
+                target = self._find_agent(passport.org_id, result.handoff.target)
+                if target is None:
+                    raise ScriptError(f"handoff to {result.handoff.target!r}: no such agent in this org")
+                proposal = handoff_proposal(state, passport.agent_id, target, result.handoff.reason, cause)
             else:
                 text = {"text": result.text or ""}
                 proposal = Proposal(cid, EV_TEXT, text, passport.agent_id, causation_id=cause)
@@ -240,6 +255,38 @@ class RoutineWorker(HubListener):
         finally:
             self._reserved[cid] -= 1
         run.status, run.output_id = "succeeded", out.envelope_id
+
+    def _builtin_tools(self, session: Session, passport: Passport) -> list[Tool]:
+        """``search_knowledge`` (its own org's documents and its own) and ``handoff``, bound to this run."""
+        hub = self.hub
+
+        async def search_knowledge(query: str, limit: int = KNOWLEDGE_HITS) -> list[dict[str, str]]:
+            """Search your organization's knowledge (and your own documents) for passages about ``query``."""
+            hits = await hub.knowledge.search(
+                session, query, agent_id=passport.agent_id, limit=max(1, min(limit, 10))
+            )
+            return [{"title": h.title, "passage": h.passage} for h in hits]
+
+        def handoff(target: str, reason: str = "") -> Handoff:
+            """Hand the conversation to another agent of your organization, by its name or lookup_key."""
+            return Handoff(target=target, reason=reason)
+
+        return [Tool(search_knowledge), Tool(handoff)]
+
+    def _find_agent(self, org_id: str, handle: str) -> Passport | None:
+        """An active agent of ``org_id`` by name or lookup_key (never another org's)."""
+        registry = self.hub.registry
+        member = registry.lookup(org_id, handle)
+        if member is None:
+            member = next(
+                (
+                    m
+                    for m in registry.members.values()
+                    if m.active and m.passport.org_id == org_id and m.passport.lookup_key == handle
+                ),
+                None,
+            )
+        return member.passport if member is not None and member.active else None
 
     async def _over_budget(
         self, passport: Passport, runs_cap: int | None, tokens_cap: int | None, cid: str, run: Run
@@ -326,22 +373,35 @@ class RoutineWorker(HubListener):
         elif action.kind == "reply":
             proposal = Proposal(cid, EV_TEXT, {"text": action.value}, me, causation_id=cause)
         else:
-            other = self.hub.registry.lookup(passport.org_id, action.value) or next(
-                (
-                    m
-                    for m in self.hub.registry.members.values()
-                    if m.active
-                    and m.passport.org_id == passport.org_id
-                    and m.passport.lookup_key == action.value
-                ),
-                None,
-            )
+            other = self._find_agent(passport.org_id, action.value)
             if other is None:
                 raise ScriptError(f"handoff {action.value!r}: no agent with that lookup_key or name")
-            data = Handoff(target=other.passport.name, reason=f"routed by {routine.name}").to_event_data()
-            proposal = Proposal(cid, EV_HANDOFF, data, me, causation_id=cause)
+            proposal = handoff_proposal(state, me, other, f"routed by {routine.name}", cause)
         out = await self.hub.submit(session, proposal)
         run.status, run.output_id = "succeeded", out.envelope_id
+
+
+def handoff_proposal(state: ChannelState, sender: str, target: Passport, reason: str, cause: str) -> Proposal:
+    """A handoff as the channel understands it: in a workflow, a ``handoff`` event that routes the next
+    turn; in a free-form thread, a message addressed to the target (``@name``, ``mentions``), which is
+    what a ``mentions_me`` routine of the target reacts to."""
+    handoff = Handoff(target=target.name, reason=reason)
+    if state.adapter == "workflow":
+        return Proposal(state.channel_id, EV_HANDOFF, handoff.to_event_data(), sender, causation_id=cause)
+    data = {
+        "text": f"@{target.name} {reason}".strip(),
+        "mentions": [target.agent_id],
+        "handoff": handoff.to_event_data(),
+    }
+    return Proposal(state.channel_id, EV_TEXT, data, sender, causation_id=cause)
+
+
+def with_knowledge(identity: str, passages: list[tuple[str, str]]) -> str:
+    """The system prompt: the identity, then what the org's knowledge says about the message."""
+    if not passages:
+        return identity
+    lines = "\n".join(f"- [{title}] {passage}" for title, passage in passages)
+    return f"{identity}\n\nRelevant knowledge from your organization:\n{lines}"
 
 
 def _identity(passport: Passport) -> str:
