@@ -16,6 +16,7 @@ from .model.errors import AccordError, NotFound
 from .model.records import KeyScope
 
 if TYPE_CHECKING:
+    from .client.rest import AccordClient
     from .hub import Hub
     from .store import SqliteStore
 
@@ -416,6 +417,127 @@ def keys_revoke(
         return 0
 
     raise typer.Exit(_with_hub(data, act))
+
+
+knowledge_app = typer.Typer(
+    help="Knowledge: documents your agents search (SQLite FTS5, BM25), over REST.", no_args_is_help=True
+)
+app.add_typer(knowledge_app, name="knowledge")
+AGENT_KNOWLEDGE_OPTION = typer.Option(
+    None, "--agent", help="An agent (agt_…): its private documents (with the org's, for list/search)."
+)
+
+
+def _over_rest(url: str, key: str, action: Callable[[AccordClient], None]) -> None:
+    """Run ``action`` with a REST client; a refusal is one line on stderr and exit 2."""
+    from .client.rest import AccordClient
+
+    try:
+        with AccordClient(url, key) as client:
+            action(client)
+    except AccordError as exc:
+        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@knowledge_app.command("add")
+def knowledge_add(
+    file: Path = typer.Argument(..., help="A UTF-8 text file (up to 1 MiB), or - for stdin."),
+    title: str | None = typer.Option(None, "--title", help="The title (default: the file's name)."),
+    agent: str | None = AGENT_KNOWLEDGE_OPTION,
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the stored document as JSON."),
+) -> None:
+    """Add a document to your org's knowledge, or to one agent's with --agent."""
+    err = Console(stderr=True)
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        content = raw.decode("utf-8")
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    except UnicodeDecodeError:
+        err.print(f"[red]error:[/red] {file} is not UTF-8 text")
+        raise typer.Exit(2) from None
+    name = title if title is not None else ("stdin" if str(file) == "-" else file.name)
+
+    def act(client: AccordClient) -> None:
+        doc = client.add_knowledge(name, content, agent_id=agent)
+        if as_json:
+            print(doc.model_dump_json(exclude_none=True))
+        else:
+            owner = f"agent {doc.agent_id}" if doc.agent_id else "org"
+            print(f"{doc.id}  {doc.title}  ({doc.bytes} bytes, {owner})")
+
+    _over_rest(url, key, act)
+
+
+@knowledge_app.command("list")
+def knowledge_list(
+    agent: str | None = AGENT_KNOWLEDGE_OPTION,
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="One JSON document per line."),
+) -> None:
+    """List documents (an admin key without --agent: every document of the org)."""
+
+    def act(client: AccordClient) -> None:
+        cursor: str | None = None
+        while True:
+            page = client.list_knowledge(agent, limit=500, cursor=cursor)
+            for doc in page.data:
+                if as_json:
+                    print(doc.model_dump_json(exclude_none=True))
+                else:
+                    owner = doc.agent_id or "org"
+                    print(f"{doc.id}  {owner}  {doc.bytes:>8}  {doc.title}")
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    _over_rest(url, key, act)
+
+
+@knowledge_app.command("search")
+def knowledge_search(
+    query: str = typer.Argument(..., help="Plain words; no search syntax needed."),
+    agent: str | None = AGENT_KNOWLEDGE_OPTION,
+    limit: int = typer.Option(5, "--limit", help="At most this many passages (1-50)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="One JSON hit per line."),
+) -> None:
+    """Search your org's knowledge (plus an agent's with --agent); best passages first."""
+
+    def act(client: AccordClient) -> None:
+        hits = client.search_knowledge(query, agent_id=agent, limit=limit).data
+        for hit in hits:
+            if as_json:
+                print(hit.model_dump_json())
+            else:
+                print(f"{hit.score:.3f}  {hit.doc_id}  {hit.title}")
+                for line in hit.passage.splitlines():
+                    print(f"    {line}")
+        if not hits and not as_json:
+            Console(stderr=True).print("no matching passages")
+
+    _over_rest(url, key, act)
+
+
+@knowledge_app.command("delete")
+def knowledge_delete(
+    doc_id: str = typer.Argument(..., help="The document id (doc_…)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+) -> None:
+    """Delete a document."""
+
+    def act(client: AccordClient) -> None:
+        client.delete_knowledge(doc_id)
+        print(f"deleted {doc_id}")
+
+    _over_rest(url, key, act)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pytest
 from test_rest import Server, cli
 
 from accord.client.rest import AccordClient
-from llm_server import LLMServer, Reply
+from llm_server import Call, LLMServer, Reply
 
 
 @pytest.fixture
@@ -162,3 +162,43 @@ def test_a_run_cut_by_kill_9_is_settled_on_restart_and_never_answered_twice(
         messages = acme.get_thread_messages(team.id, thread.id).data
         assert [m.content for m in messages] == ["hello?"]
         assert llm_server.bodies("openai") == []
+
+
+def test_knowledge_in_the_prompt_and_through_the_tool_is_the_agents_own_orgs_only(
+    llm_served: tuple[Server, str, str], llm_server: LLMServer
+) -> None:
+    server, acme_key, globex_key = llm_served
+    with AccordClient(server.url, acme_key) as acme, AccordClient(server.url, globex_key) as globex:
+        ops = acme.create_agent("Customer Ops Agent", identity="You coordinate the rollout.")
+        other = acme.create_agent("Other Acme Agent")
+        lead = acme.create_user("lead")
+        acme.add_knowledge("Launch checklist", "The webhook validation must pass before the cutover.")
+        acme.add_knowledge("Other's notes", "ACME-PRIVATE webhook notes of another agent", agent_id=other.id)
+        partner = globex.create_user("partner")
+        globex.add_knowledge("Rollout playbook", "GLOBEX-PRIVATE webhook retry playbook")
+
+        team = acme.create_team("acme-rollout")
+        acme.add_member(team.id, agent_id=ops.id)
+        acme.add_member(team.id, user_id=lead.id)
+        thread = acme.create_thread(team.id, "rollout-status")
+        globex.join_team(acme.create_invite(team.id).join_code, user_id=partner.id)
+        routine = acme.create_routine(
+            ops.id, "auto", preset_name="participate", event_config={"subject_is_agent": False}
+        )
+        acme.activate_routine(routine.id)
+
+        llm_server.script(Call("search_knowledge", {"query": "webhook"}), "Validation first, then cutover.")
+        globex.post_message(team.id, thread.id, "What blocks the webhook cutover?", user_id=partner.id)
+        wait(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 2, "the agent's answer")
+
+        first, second = llm_server.bodies("openai")
+        system = first["messages"][0]["content"]
+        assert system.startswith("You coordinate the rollout.")
+        assert "[Launch checklist] The webhook validation must pass before the cutover." in system
+        assert {t["function"]["name"] for t in first["tools"]} >= {"search_knowledge", "handoff"}
+        tool_result = next(m for m in second["messages"] if m["role"] == "tool")
+        assert "Launch checklist" in tool_result["content"]
+        everything = json.dumps(llm_server.bodies("openai"))
+        assert "GLOBEX-PRIVATE" not in everything and "ACME-PRIVATE" not in everything
+        (run,) = acme.routine_runs(routine.id).data
+        assert run.status == "succeeded"

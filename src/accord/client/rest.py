@@ -173,6 +173,27 @@ class Run(_Model):
     created_at: str
 
 
+class KnowledgeDoc(_Model):
+    """A knowledge document: the org's own (``agent_id`` null) or one agent's. ``content`` only
+    comes with ``get_knowledge``."""
+
+    id: str
+    title: str
+    agent_id: str | None = None
+    bytes: int
+    created_at: str
+    content: str | None = None
+
+
+class KnowledgeHit(_Model):
+    """One passage a knowledge search found; higher ``score`` is more relevant (BM25)."""
+
+    doc_id: str
+    title: str
+    passage: str
+    score: float
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None
@@ -302,6 +323,22 @@ def _create_routine(
 def _runs(routine_id: str, limit: int, cursor: str | None) -> Req[Page[Run]]:
     params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
     return Req("GET", f"/v1/routines/{routine_id}/runs", Page[Run], params=params)
+
+
+def _add_knowledge(title: str, content: str, agent_id: str | None) -> Req[KnowledgeDoc]:
+    body = {"title": title, "content": content, **({"agent_id": agent_id} if agent_id else {})}
+    return Req("POST", "/v1/knowledge", KnowledgeDoc, body)
+
+
+def _list_knowledge(agent_id: str | None, limit: int, cursor: str | None) -> Req[Page[KnowledgeDoc]]:
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in {"agent_id": agent_id, "cursor": cursor}.items() if v})
+    return Req("GET", "/v1/knowledge", Page[KnowledgeDoc], params=params)
+
+
+def _search_knowledge(query: str, agent_id: str | None, limit: int) -> Req[Page[KnowledgeHit]]:
+    params: dict[str, Any] = {"q": query, "limit": limit, **({"agent_id": agent_id} if agent_id else {})}
+    return Req("GET", "/v1/knowledge/search", Page[KnowledgeHit], params=params)
 
 
 def _parse(req: Req[R], response: httpx.Response) -> R | None:
@@ -477,6 +514,27 @@ class AccordClient:
     def routine_runs(self, routine_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[Run]:
         """Runs, newest first."""
         return self._run(_runs(routine_id, limit, cursor))
+
+    def add_knowledge(self, title: str, content: str, *, agent_id: str | None = None) -> KnowledgeDoc:
+        """Add a document for the org (admin keys) or for ``agent_id`` (an agent key: itself)."""
+        return self._run(_add_knowledge(title, content, agent_id))
+
+    def list_knowledge(
+        self, agent_id: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[KnowledgeDoc]:
+        return self._run(_list_knowledge(agent_id, limit, cursor))
+
+    def get_knowledge(self, doc_id: str) -> KnowledgeDoc:
+        return self._run(Req("GET", f"/v1/knowledge/{doc_id}", KnowledgeDoc))
+
+    def delete_knowledge(self, doc_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/knowledge/{doc_id}", None))
+
+    def search_knowledge(
+        self, query: str, *, agent_id: str | None = None, limit: int = 5
+    ) -> Page[KnowledgeHit]:
+        """The best passages (BM25) of the org's documents plus, with ``agent_id``, that agent's."""
+        return self._run(_search_knowledge(query, agent_id, limit))
 
     def close(self) -> None:
         self._http.close()
@@ -661,6 +719,27 @@ class AsyncAccordClient:
     ) -> Page[Run]:
         """Runs, newest first."""
         return await self._run(_runs(routine_id, limit, cursor))
+
+    async def add_knowledge(self, title: str, content: str, *, agent_id: str | None = None) -> KnowledgeDoc:
+        """Add a document for the org (admin keys) or for ``agent_id`` (an agent key: itself)."""
+        return await self._run(_add_knowledge(title, content, agent_id))
+
+    async def list_knowledge(
+        self, agent_id: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[KnowledgeDoc]:
+        return await self._run(_list_knowledge(agent_id, limit, cursor))
+
+    async def get_knowledge(self, doc_id: str) -> KnowledgeDoc:
+        return await self._run(Req("GET", f"/v1/knowledge/{doc_id}", KnowledgeDoc))
+
+    async def delete_knowledge(self, doc_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/knowledge/{doc_id}", None))
+
+    async def search_knowledge(
+        self, query: str, *, agent_id: str | None = None, limit: int = 5
+    ) -> Page[KnowledgeHit]:
+        """The best passages (BM25) of the org's documents plus, with ``agent_id``, that agent's."""
+        return await self._run(_search_knowledge(query, agent_id, limit))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -70,6 +70,7 @@ from ..protocol.channel import (
 from ..protocol.expectations import due, next_deadline
 from ..protocol.registry import REGISTRY_STREAM, RG_CHANNEL_CLOSED, RegistryState, fold_registry
 from ..store.base import LogStore
+from ..store.knowledge import KnowledgeStore, knowledge_beside
 from .audit import AUDIT_STREAM, AuditChain
 from .core import _DEDUP_PER_CHANNEL, DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_PAYLOAD, RECENTLY_CLOSED, _Channel
 from .governance import HubArbiter, HubListener
@@ -119,8 +120,12 @@ class Hub(Reading):
         snapshot_every: int = 1000,
         default_ack_timeout: float | None = DEFAULT_ACK_TIMEOUT,
         max_loaded_channels: int = 50_000,
+        knowledge: KnowledgeStore | None = None,
     ) -> Hub:
         """Open a hub on ``store`` (a LogStore, a SQLite path, ``"memory"``, or None for memory).
+
+        ``knowledge`` is where ``hub.knowledge`` keeps documents; by default ``knowledge.db`` beside a
+        SQLite store's file, else in memory. The hub closes it with the store.
 
         Restart is this same call: the registry and audit chain are folded from the newest snapshot
         plus the tail; channels are folded lazily on first use. ``ttl_sweep_interval=0`` disables the
@@ -142,6 +147,7 @@ class Hub(Reading):
             default_ack_timeout=default_ack_timeout,
             max_loaded_channels=max_loaded_channels,
         )
+        hub.knowledge.use(knowledge if knowledge is not None else knowledge_beside(store))
         hub.arbiters.extend(arbiters)
         hub.listeners.extend(listeners)
         await hub._recover()
@@ -204,7 +210,10 @@ class Hub(Reading):
             for endpoint in self._endpoints.values():
                 endpoint.close()  # connected clients drain what they have, then their dispatchers end
             self._endpoints.clear()
-            await self.store.close()
+            try:
+                await self.store.close()
+            finally:
+                self.knowledge.close()
 
     # --- channels ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ..model.identity import Passport
 from ..model.ids import new_id
 from ..model.records import Membership, Team
 from ..model.routines import Routine, Run
+from ..store.knowledge import Document, Hit
 
 
 class ErrorDetail(BaseModel):
@@ -604,3 +605,76 @@ async def routine_runs(
     page = runs[:limit]
     more = len(runs) > limit
     return _page([_run(r) for r in page], page[-1].run_id if more and page else None)
+
+
+# --- knowledge ------------------------------------------------------------------------------------------
+
+
+class KnowledgeIn(_Body):
+    """A document for the org (admin keys) or for one agent (``agent_id``; an agent key: itself).
+    At most 1 MiB of UTF-8 content — and the whole request body is limited to 1 MiB too."""
+
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    content: Annotated[str, Field(min_length=1, max_length=1 << 20)]
+    agent_id: _Id | None = None
+
+
+def _document(doc: Document, *, content: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": doc.doc_id,
+        "title": doc.title,
+        "agent_id": doc.agent_id,
+        "bytes": doc.bytes,
+        "created_at": _iso(doc.created_at),
+    }
+    if content:
+        out["content"] = doc.content
+    return out
+
+
+def _hit(hit: Hit) -> dict[str, Any]:
+    return {"doc_id": hit.doc_id, "title": hit.title, "passage": hit.passage, "score": hit.score}
+
+
+@router.post("/knowledge", status_code=201, tags=["knowledge"])
+async def add_knowledge(body: KnowledgeIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _document(await hub.knowledge.add(session, body.title, body.content, body.agent_id))
+
+
+@router.get("/knowledge", tags=["knowledge"])
+async def list_knowledge(
+    session: Auth,
+    hub: HubDep,
+    agent_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Documents (no content), oldest first. ``agent_id``: the org's plus that agent's, as its searches
+    see them; without it an admin key lists every document of the org. ``cursor``: a doc id."""
+    docs = await hub.knowledge.list(session, agent_id, after=cursor, limit=limit + 1)
+    page = docs[:limit]
+    return _page([_document(d) for d in page], page[-1].doc_id if len(docs) > limit else None)
+
+
+@router.get("/knowledge/search", tags=["knowledge"])
+async def search_knowledge(
+    session: Auth,
+    hub: HubDep,
+    q: Annotated[str, Query(max_length=2000)] = "",
+    agent_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> dict[str, Any]:
+    """The best passages (BM25, highest ``score`` first) of the org's documents plus, with
+    ``agent_id`` (or an agent key's own), that agent's. ``q`` is plain words: no search syntax."""
+    return _page([_hit(h) for h in await hub.knowledge.search(session, q, agent_id, limit)])
+
+
+@router.get("/knowledge/{doc_id}", tags=["knowledge"])
+async def get_knowledge(doc_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _document(await hub.knowledge.get(session, doc_id), content=True)
+
+
+@router.delete("/knowledge/{doc_id}", status_code=204, tags=["knowledge"])
+async def delete_knowledge(doc_id: str, session: Auth, hub: HubDep) -> Response:
+    await hub.knowledge.delete(session, doc_id)
+    return Response(status_code=204)

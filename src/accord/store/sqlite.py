@@ -289,6 +289,11 @@ class SqliteStore(LogStore):
         self._wal_scale = 1.0
         self.stats = StoreStats()
 
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
     # --- opening -----------------------------------------------------------------------------------
     def _connect(self, target: str, *, uri: bool) -> sqlite3.Connection:
         try:
