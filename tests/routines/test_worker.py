@@ -3,12 +3,16 @@ crash recovery."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from accord import EV_RUNAWAY_GUARD, EV_TEXT, Hub, Passport, Rule, SqliteStore
 from accord.hub.session import Session
 from accord.model.envelope import Proposal
+from accord.model.errors import InvalidInput
 from accord.model.routines import Run
 from accord.routines.worker import RoutineWorker
 
@@ -166,4 +170,54 @@ async def test_hourly_budgets_skip_runs_announce_once_and_audit(tmp_path: Path) 
     await worker.drain()
     assert (await hub.routines.runs(s, r0))[-1].status == "succeeded"
     await worker.stop()
+    await hub.close()
+
+
+async def test_a_schedule_routine_speaks_in_its_threads_on_its_cron(tmp_path: Path) -> None:
+    hub, s, ids, _person, cid = await world(tmp_path, agents=1)
+    clock = [1_000_000.0]  # the hub's clock is injectable: a minute passes when the test says so
+    hub.clock = lambda: clock[0]
+    r = await hub.routines.create(
+        s,
+        ids[0],
+        name="standup",
+        event_type="schedule",
+        handler_type="preset",
+        preset_name="participate",
+        event_config={"cron": "* * * * *", "thread_id": [cid]},
+    )
+    await hub.routines.set_status(s, r.routine_id, "active")
+    worker = RoutineWorker(hub, tick=0.01)
+    await worker.start()
+    await asyncio.sleep(0.05)  # the scheduler sees the routine and plans the next minute
+    assert await hub.routines.runs(s, r.routine_id) == []
+    clock[0] += 61
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if [x for x in await hub.routines.runs(s, r.routine_id) if x.status == "succeeded"]:
+            break
+    (run,) = await hub.routines.runs(s, r.routine_id)
+    assert run.status == "succeeded" and run.trigger_id is None and run.channel_id == cid
+    posted = next(e for e in await hub.read_wal(cid) if e.envelope_id == run.output_id)
+    assert posted.sender_id == ids[0] and "(scheduled: standup" in posted.event_data["text"]
+    await worker.stop()
+    await hub.close()
+
+
+async def test_a_schedule_needs_a_valid_cron_and_threads(tmp_path: Path) -> None:
+    hub, s, ids, _person, cid = await world(tmp_path, agents=1)
+    for cfg, message in (
+        ({"cron": "every tuesday", "thread_id": [cid]}, "not a valid cron"),
+        ({"cron": "0 9 * * 1"}, "thread_id"),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            await hub.routines.create(
+                s,
+                ids[0],
+                name="x",
+                event_type="schedule",
+                handler_type="preset",
+                preset_name="participate",
+                event_config=cfg,
+            )
     await hub.close()

@@ -23,6 +23,19 @@ T = TypeVar("T")
 _TRANSITIONS = {"active": ("draft", "paused", "active"), "paused": ("active", "paused")}
 
 
+def _check_schedule(event_config: Any) -> None:
+    """A schedule's cron expression must parse, and it needs threads to speak in."""
+    from croniter import croniter
+
+    from ..model.routines import normalize_event_config
+
+    cfg = normalize_event_config("schedule", event_config)
+    if not croniter.is_valid(cfg["cron"]):
+        raise InvalidInput(f"event_config.cron {cfg['cron']!r} is not a valid cron expression")
+    if not cfg.get("thread_id"):
+        raise InvalidInput("a schedule routine needs event_config.thread_id: the thread(s) it speaks in")
+
+
 class RoutineService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -80,6 +93,8 @@ class RoutineService:
         async def go() -> Routine:
             self.hub._ensure_open()
             self._agent(session, agent_id)
+            if event_type == "schedule":
+                _check_schedule(event_config)
             now = self.hub.clock()
             routine = Routine(
                 new_id("rtn"),

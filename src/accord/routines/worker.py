@@ -18,6 +18,7 @@ Safety, all deterministic (DESIGN §8):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -62,6 +63,7 @@ class RoutineWorker(HubListener):
         history: int = DEFAULT_HISTORY,
         spike_per_minute: int = 60,
         tools: Mapping[str, Iterable[Tool | Callable[..., Any]]] | None = None,
+        tick: float = 1.0,
     ) -> None:
         self.hub = hub
         pool = ModelPool()
@@ -82,6 +84,8 @@ class RoutineWorker(HubListener):
         self._reserved: dict[str, int] = {}  # channel → answers being appended (count toward the cap)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._scheduler: asyncio.Task[None] | None = None
+        self.tick = tick
 
     # --- life -----------------------------------------------------------------------------------------
 
@@ -92,12 +96,45 @@ class RoutineWorker(HubListener):
         self._started = True
         await self.recover()
         self.hub.listeners.append(self)
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule_loop())
+
+    async def _schedule_loop(self) -> None:
+        """Fire ``schedule`` routines on their cron expression (hub clock, UTC), once per due time, in
+        each thread of their ``thread_id`` filter. Checked every ``tick`` so new and paused routines
+        are seen within a second; a fire missed while the hub was down is not replayed."""
+        from croniter import croniter
+
+        next_fire: dict[str, float] = {}
+        while True:
+            now = self.hub.clock()
+            live = {
+                r.routine_id: r
+                for r in self.hub.registry.routines.values()
+                if r.event_type == "schedule" and r.status == "active"
+            }
+            for rid in list(next_fire):
+                if rid not in live:
+                    del next_fire[rid]
+            for rid, routine in live.items():
+                due = next_fire.get(rid)
+                if due is None:
+                    next_fire[rid] = croniter(routine.event_config["cron"], now).get_next(float)
+                elif due <= now:
+                    next_fire[rid] = croniter(routine.event_config["cron"], now).get_next(float)
+                    for cid in routine.event_config.get("thread_id", ()):
+                        self._spawn(self._run(routine, None, cid))
+            await asyncio.sleep(self.tick)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening; let runs in flight finish for up to ``grace`` seconds, then cancel the rest
         (their records say ``running``, and the next ``start`` settles them — see ``recover``)."""
         if self in self.hub.listeners:
             self.hub.listeners.remove(self)
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         tasks = list(self._tasks)
@@ -178,14 +215,15 @@ class RoutineWorker(HubListener):
         used = self.guard.counts.get(channel_id, 0) + self._reserved.get(channel_id, 0)
         return used < self.guard.cap
 
-    async def _run(self, routine: Routine, trigger: Envelope) -> None:
+    async def _run(self, routine: Routine, trigger: Envelope | None, channel_id: str | None = None) -> None:
+        """One run: for ``trigger`` (an envelope), or — for a schedule — in ``channel_id``."""
         now = self.hub.clock()
         run = Run(
             new_id("run"),
             routine.routine_id,
             routine.agent_id,
-            trigger_id=trigger.envelope_id,
-            channel_id=trigger.channel_id,
+            trigger_id=trigger.envelope_id if trigger is not None else None,
+            channel_id=trigger.channel_id if trigger is not None else channel_id,
             queued_at=now,
         )
         await self.runs.write(run)
@@ -204,9 +242,11 @@ class RoutineWorker(HubListener):
             run.finished_at = run.started_at + (time.perf_counter() - started)
             await self.runs.write(run)
 
-    async def _execute(self, routine: Routine, trigger: Envelope, run: Run) -> None:
-        cid = trigger.channel_id
-        is_thread_message = routine.event_type == "thread.message_added"
+    async def _execute(self, routine: Routine, trigger: Envelope | None, run: Run) -> None:
+        assert run.channel_id is not None
+        cid = run.channel_id
+        # what agents post into threads counts against the thread's cap, whatever made them post
+        is_thread_message = routine.event_type in ("thread.message_added", "schedule")
         member = self.hub.registry.members[routine.agent_id]
         passport = member.passport
         if is_thread_message and not self._allows(cid):
@@ -226,7 +266,7 @@ class RoutineWorker(HubListener):
             return
         history = await self.hub.history(session, passport.agent_id, cid, last=self.history)
         state = await self.hub.channel_state(cid)
-        query = str(trigger.event_data.get("text", ""))
+        query = str(trigger.event_data.get("text", "")) if trigger is not None else routine.name
         hits = await self.hub.knowledge.search(
             session, query, agent_id=passport.agent_id, limit=KNOWLEDGE_HITS
         )
@@ -234,6 +274,9 @@ class RoutineWorker(HubListener):
         tools = [*self._builtin_tools(session, passport), *self.tools.get(passport.name, ())]
         agent = Agent(passport.name, prompt=prompt, config=self.model_for(passport), tools=tools)
         messages = participate_messages(agent.prompt, passport.agent_id, history, state.names)
+        if trigger is None:  # a scheduled run: nothing was said, so say why the agent is asked to speak
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.hub.clock()))
+            messages.append({"role": "user", "content": f"(scheduled: {routine.name}, {when})"})
         result = await agent.take_turn(messages)
         run.model, run.tokens_in, run.tokens_out = result.model, result.tokens_in, result.tokens_out
         self.usage.record_tokens(passport.agent_id, self.hub.clock(), result.tokens_in + result.tokens_out)
@@ -242,7 +285,7 @@ class RoutineWorker(HubListener):
             return
         self._reserved[cid] = self._reserved.get(cid, 0) + 1
         try:
-            cause = trigger.envelope_id
+            cause = trigger.envelope_id if trigger is not None else None
             if result.handoff is not None:
                 target = self._find_agent(passport.org_id, result.handoff.target)
                 if target is None:
@@ -331,33 +374,38 @@ class RoutineWorker(HubListener):
         )
 
     async def _script(
-        self, routine: Routine, trigger: Envelope, run: Run, passport: Passport, session: Session
+        self, routine: Routine, trigger: Envelope | None, run: Run, passport: Passport, session: Session
     ) -> None:
-        cid = trigger.channel_id
+        assert run.channel_id is not None
+        cid = run.channel_id
         state = await self.hub.channel_state(cid)
         threads = self.hub.registry.team_threads.get(state.team_id or "", [])
         title = next((t for c, t in threads if c == cid), None)
-        sender = self.hub.registry.members.get(trigger.sender_id)
+        message: dict[str, Any] | None = None
+        if trigger is not None:
+            sender = self.hub.registry.members.get(trigger.sender_id)
+            message = {
+                "id": trigger.envelope_id,
+                "text": str(trigger.event_data.get("text", "")),
+                "thread_id": cid,
+                "sender": {
+                    "id": trigger.sender_id,
+                    "name": state.names.get(trigger.sender_id, trigger.sender_id),
+                    "type": "user" if sender is not None and sender.passport.kind == "human" else "agent",
+                },
+            }
         event = {
             "type": routine.event_type,
             "payload": {
-                "message": {
-                    "id": trigger.envelope_id,
-                    "text": str(trigger.event_data.get("text", "")),
-                    "thread_id": cid,
-                    "sender": {
-                        "id": trigger.sender_id,
-                        "name": state.names.get(trigger.sender_id, trigger.sender_id),
-                        "type": "user" if sender is not None and sender.passport.kind == "human" else "agent",
-                    },
-                },
+                "message": message,
                 "thread": {"id": cid, "title": title, "team_id": state.team_id},
+                "fired_at": self.hub.clock() if trigger is None else None,
             },
             "agent": {"id": passport.agent_id, "name": passport.name, "lookup_key": passport.lookup_key},
         }
         action = await run_script(routine.script or "", event)
         run.model = "script"
-        cause = trigger.envelope_id
+        cause = trigger.envelope_id if trigger is not None else None
         me = passport.agent_id
         if action.kind == "none":
             run.status = "succeeded"
@@ -368,6 +416,8 @@ class RoutineWorker(HubListener):
             )
             if target is None:
                 raise ScriptError(f"route {action.value!r}: no thread with that id or title in this team")
+            if trigger is None:
+                raise ScriptError("route copies a message; a scheduled run has none (use reply)")
             data = {"text": str(trigger.event_data.get("text", "")), "routed_from": cid}
             proposal = Proposal(target, EV_TEXT, data, me, causation_id=cause)
         elif action.kind == "reply":
@@ -381,7 +431,9 @@ class RoutineWorker(HubListener):
         run.status, run.output_id = "succeeded", out.envelope_id
 
 
-def handoff_proposal(state: ChannelState, sender: str, target: Passport, reason: str, cause: str) -> Proposal:
+def handoff_proposal(
+    state: ChannelState, sender: str, target: Passport, reason: str, cause: str | None
+) -> Proposal:
     """A handoff as the channel understands it: in a workflow, a ``handoff`` event that routes the next
     turn; in a free-form thread, a message addressed to the target (``@name``, ``mentions``), which is
     what a ``mentions_me`` routine of the target reacts to."""
