@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,17 @@ import httpx
 import pytest
 
 ACCORD = Path(sys.executable).parent / "accord"
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    """Poll ``predicate`` until it returns something truthy (and return that), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from test_rest import wait_until
 
 from accord.client.rest import AccordClient, AsyncAccordClient
 from accord.model.errors import ChannelClosed, NotFound, Unauthenticated
@@ -19,16 +19,6 @@ text.includes("payment") ||
 text.includes("billing");
 return { route: isBilling ? "billing" : "technical" };
 """
-
-
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_support_escalation_complete_example_from_seed_000(served) -> None:  # type: ignore[no-untyped-def]
@@ -91,15 +81,15 @@ def test_support_escalation_complete_example_from_seed_000(served) -> None:  # t
             page = client.get_thread_messages(team.id, billing_thread.id)
             return page.data if len(page.data) >= 2 else []
 
-        routed, answer = _wait(billing_messages, "the routed copy and the billing specialist's answer")
+        routed, answer = wait_until(billing_messages, "the routed copy and the billing specialist's answer")
         assert (routed.actor.name, routed.content) == ("Support Triage", "My invoice is wrong")
         assert answer.actor.name == "Billing Support" and answer.actor.type == "agent"
         assert answer.content.startswith("[offline model]")
         assert client.get_thread_messages(team.id, technical.id).data == []
 
-        runs = _wait(lambda: client.routine_runs(triage_routine.id).data, "the triage run")
+        runs = wait_until(lambda: client.routine_runs(triage_routine.id).data, "the triage run")
         assert [(r.status, r.model) for r in runs] == [("succeeded", "script")]
-        (run,) = _wait(lambda: client.routine_runs(specialists[1].id).data, "the billing run")
+        (run,) = wait_until(lambda: client.routine_runs(specialists[1].id).data, "the billing run")
         assert run.status == "succeeded" and run.duration_ms is not None and run.tokens_out > 0
         assert client.routine_runs(specialists[0].id).data == []
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_rest import Server, cli
+from test_rest import Server, cli, wait_until
 
 from accord.client.rest import AccordClient
 from llm_server import Call, LLMServer, Reply
@@ -31,16 +30,6 @@ def llm_served(
     server.start()
     yield server, acme["api_key"], globex["api_key"]
     server.stop()
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_participate_sees_its_identity_and_the_shared_thread_only(
@@ -73,7 +62,7 @@ def test_participate_sees_its_identity_and_the_shared_thread_only(
         acme.activate_routine(routine.id)
         llm_server.script(Reply(text="The remaining blocker is webhook validation.", usage=(42, 7)))
         acme.post_message(team.id, thread.id, "Ready for Thursday?", user_id=lead.id)
-        wait(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 2, "the agent's answer")
+        wait_until(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 2, "the agent's answer")
 
         (body,) = llm_server.bodies("openai")
         assert body["model"] == "test-model"
@@ -87,7 +76,7 @@ def test_participate_sees_its_identity_and_the_shared_thread_only(
         # a partner's message: the model sees the whole shared thread, still nothing private
         llm_server.script("We can validate retries tomorrow morning.")
         globex.post_message(team.id, thread.id, "We can run that validation tomorrow.", user_id=partner.id)
-        wait(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 4, "the second answer")
+        wait_until(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 4, "the second answer")
         second = llm_server.bodies("openai")[1]
         assert second["messages"][1:] == [
             {"role": "user", "content": "customer project lead: Ready for Thursday?"},
@@ -123,7 +112,7 @@ def test_a_failing_model_fails_the_run_with_a_clear_error(
         acme.activate_routine(routine.id)
         llm_server.fail(times=10, status=500, message="upstream exploded")
         acme.post_message(team.id, thread.id, "hello?", user_id=person.id)
-        (run,) = wait(
+        (run,) = wait_until(
             lambda: [r for r in acme.routine_runs(routine.id).data if r.status == "failed"], "a run"
         )
         assert "model_error" in (run.error or "") and "HTTP 500" in (run.error or "")
@@ -147,7 +136,7 @@ def test_a_run_cut_by_kill_9_is_settled_on_restart_and_never_answered_twice(
         llm_server.script("too late")
         acme.post_message(team.id, thread.id, "hello?", user_id=person.id)
         running = lambda: [r for r in acme.routine_runs(routine.id).data if r.status == "running"]  # noqa: E731
-        wait(running, "a running run")
+        wait_until(running, "a running run")
         assert server.proc is not None
         server.proc.kill()  # kill -9: no graceful shutdown, the run record says "running"
         server.proc.wait(timeout=10)
@@ -189,7 +178,7 @@ def test_knowledge_in_the_prompt_and_through_the_tool_is_the_agents_own_orgs_onl
 
         llm_server.script(Call("search_knowledge", {"query": "webhook"}), "Validation first, then cutover.")
         globex.post_message(team.id, thread.id, "What blocks the webhook cutover?", user_id=partner.id)
-        wait(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 2, "the agent's answer")
+        wait_until(lambda: len(acme.get_thread_messages(team.id, thread.id).data) == 2, "the agent's answer")
 
         first, second = llm_server.bodies("openai")
         system = first["messages"][0]["content"]

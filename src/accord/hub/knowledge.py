@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
+from ..model.errors import AccessDenied, InvalidInput, NotFound
 from ..model.ids import has_prefix
 from ..store.knowledge import MAX_SEARCH_LIMIT, Document, Hit, KnowledgeStore, match_expression
+from .service import HubService
 
 if TYPE_CHECKING:
     from .hub import Hub, Session
@@ -36,9 +37,9 @@ T = TypeVar("T")
 MAX_LIST_LIMIT = 1000
 
 
-class KnowledgeService:
+class KnowledgeService(HubService):
     def __init__(self, hub: Hub, store: KnowledgeStore | None = None) -> None:
-        self.hub = hub
+        super().__init__(hub)
         self._store = store
 
     @property
@@ -59,15 +60,6 @@ class KnowledgeService:
             self._store.close()
 
     # --- plumbing ---------------------------------------------------------------------------------------
-
-    async def _refusing(self, session: Session, action: str, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except AccordError as err:
-            await self.hub._refuse(
-                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
-            )
-            raise
 
     async def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         self.hub._ensure_open()

@@ -7,17 +7,17 @@ one agent manages that agent's routines only; creating one for another agent nee
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
+from ..model.errors import AccessDenied, InvalidInput, NotFound
 from ..model.ids import new_id
 from ..model.routines import Routine, Run
 from ..protocol.registry import RG_AGENT_SESSION, RG_ROUTINE_CREATED, RG_ROUTINE_DELETED, RG_ROUTINE_STATUS
 from ..routines.runs import fold_runs, run_stream
+from .service import HubService
 
 if TYPE_CHECKING:
-    from .hub import Hub, Session
+    from .hub import Session
 
 T = TypeVar("T")
 _TRANSITIONS = {"active": ("draft", "paused", "active"), "paused": ("active", "paused")}
@@ -36,19 +36,7 @@ def _check_schedule(event_config: Any) -> None:
         raise InvalidInput("a schedule routine needs event_config.thread_id: the thread(s) it speaks in")
 
 
-class RoutineService:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    async def _refusing(self, session: Session, action: str, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except AccordError as err:
-            await self.hub._refuse(
-                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
-            )
-            raise
-
+class RoutineService(HubService):
     def _agent(self, session: Session, agent_id: str) -> None:
         member = self.hub.registry.members.get(agent_id) if isinstance(agent_id, str) else None
         if member is None or not member.active or member.passport.org_id != session.org_id:

@@ -13,7 +13,6 @@ Privacy rules (DESIGN §7), all enforced here and in the hub, never in a transpo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..model.envelope import Envelope
@@ -40,9 +39,10 @@ from ..protocol.registry import (
     RG_VISA_GRANTED,
     RG_VISA_REVOKED,
 )
+from .service import HubService
 
 if TYPE_CHECKING:
-    from .hub import Hub, Session
+    from .hub import Session
 
 T = TypeVar("T")
 DEFAULT_INVITE_TTL = 7 * 24 * 3600.0
@@ -61,11 +61,8 @@ def _text(value: object, what: str, limit: int, *, required: bool) -> str:
     return value.strip() if required else value
 
 
-class TeamService:
+class TeamService(HubService):
     """``hub.teams``: every operation takes the acting session and is audited when refused."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
 
     # --- visibility ---------------------------------------------------------------------------------
 
@@ -90,15 +87,6 @@ class TeamService:
     def _open(team: Team) -> None:
         if team.status != "open":
             raise ChannelClosed(f"team {team.team_id} is closed", details={"team_id": team.team_id})
-
-    async def _refusing(self, session: Session, action: str, coro: Awaitable[T]) -> T:
-        try:
-            return await coro
-        except AccordError as err:
-            await self.hub._refuse(
-                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
-            )
-            raise
 
     # --- reading ------------------------------------------------------------------------------------
 
