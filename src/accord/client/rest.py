@@ -194,6 +194,19 @@ class KnowledgeHit(_Model):
     score: float
 
 
+class Key(_Model):
+    """An API key as listed; ``api_key`` (the secret) is present only in the answer that created it."""
+
+    id: str
+    scope: str
+    subject: str | None
+    label: str
+    hint: str
+    created_at: str
+    revoked_at: str | None
+    api_key: str | None = None
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None
@@ -479,6 +492,17 @@ class AccordClient:
     def close_channel(self, channel_id: str, actor: str, *, reason: str = "explicit") -> None:
         self._run(Req("POST", f"/v1/channels/{channel_id}/close", None, {"actor": actor, "reason": reason}))
 
+    def create_key(self, scope: str = "admin", *, subject: str | None = None, label: str = "") -> Key:
+        """A new key of this org (admin keys); its secret is in ``.api_key``, this once."""
+        body = {"scope": scope, "label": label, **({"subject": subject} if subject else {})}
+        return self._run(Req("POST", "/v1/keys", Key, body))
+
+    def list_keys(self) -> Page[Key]:
+        return self._run(Req("GET", "/v1/keys", Page[Key]))
+
+    def revoke_key(self, key_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/keys/{key_id}", None))
+
     def audit(self, *, after_seq: int | str = 0, limit: int = 100) -> Page[AuditRecord]:
         """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``
         is set."""
@@ -681,6 +705,17 @@ class AsyncAccordClient:
         await self._run(
             Req("POST", f"/v1/channels/{channel_id}/close", None, {"actor": actor, "reason": reason})
         )
+
+    async def create_key(self, scope: str = "admin", *, subject: str | None = None, label: str = "") -> Key:
+        """A new key of this org (admin keys); its secret is in ``.api_key``, this once."""
+        body = {"scope": scope, "label": label, **({"subject": subject} if subject else {})}
+        return await self._run(Req("POST", "/v1/keys", Key, body))
+
+    async def list_keys(self) -> Page[Key]:
+        return await self._run(Req("GET", "/v1/keys", Page[Key]))
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/keys/{key_id}", None))
 
     async def audit(self, *, after_seq: int | str = 0, limit: int = 100) -> Page[AuditRecord]:
         """Audit records about this key's org (admin keys); a page may be short while ``next_cursor``

@@ -43,6 +43,7 @@ from ..protocol.registry import (
 from ..store.base import AppendPart, LogStore
 from .audit import AUDIT_STREAM, AuditChain, registry_org
 from .governance import HubArbiter, HubListener, RuleEnforcer
+from .keys import KeyService
 from .knowledge import KnowledgeService
 from .routines import RoutineService
 from .session import Endpoint, Session
@@ -113,6 +114,7 @@ class HubCore:
         self.rules = RuleEnforcer(hub)
         self.teams = TeamService(hub)
         self.routines = RoutineService(hub)
+        self.keys = KeyService(hub)
         self.knowledge = KnowledgeService(hub)  # Hub.open gives it its store (knowledge.db)
         self._audit = AuditChain()
         self._registry_last = 0

@@ -4,7 +4,7 @@ validate the body with pydantic, call the hub, render. Lists are ``{"data": [...
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,7 +16,7 @@ from ..model.errors import InvalidInput, NotFound, Unauthenticated
 from ..model.events import EV_TEXT
 from ..model.identity import Passport
 from ..model.ids import new_id
-from ..model.records import Membership, Team
+from ..model.records import ApiKey, Membership, Team
 from ..model.routines import Routine, Run
 from ..store.knowledge import Document, Hit
 
@@ -677,4 +677,46 @@ async def get_knowledge(doc_id: str, session: Auth, hub: HubDep) -> dict[str, An
 @router.delete("/knowledge/{doc_id}", status_code=204, tags=["knowledge"])
 async def delete_knowledge(doc_id: str, session: Auth, hub: HubDep) -> Response:
     await hub.knowledge.delete(session, doc_id)
+    return Response(status_code=204)
+
+
+# --- API keys -------------------------------------------------------------------------------------------
+
+
+class KeyIn(_Body):
+    """``scope`` ``admin`` acts for the whole org; ``agent``/``user`` keys act for one ``subject``."""
+
+    scope: Literal["admin", "agent", "user"] = "admin"
+    subject: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+def _key(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.key_id,
+        "scope": key.scope,
+        "subject": key.subject,
+        "label": key.label,
+        "hint": key.hint,
+        "created_at": _iso(key.created_at),
+        "revoked_at": _iso(key.revoked_at) if key.revoked_at is not None else None,
+    }
+
+
+@router.post("/keys", status_code=201, tags=["keys"])
+async def create_key(body: KeyIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    """A new key; its secret (``api_key``) is in this response only — it is stored as a hash."""
+    key, secret = await hub.keys.create(session, body.scope, body.subject, body.label)
+    return {**_key(key), "api_key": secret}
+
+
+@router.get("/keys", tags=["keys"])
+async def list_keys(session: Auth, hub: HubDep) -> dict[str, Any]:
+    return _page([_key(k) for k in await hub.keys.list_keys(session)])
+
+
+@router.delete("/keys/{key_id}", status_code=204, tags=["keys"])
+async def revoke_key(key_id: str, session: Auth, hub: HubDep) -> Response:
+    """Revoke a key of your org at once: its sessions and sockets are refused from the next request."""
+    await hub.keys.revoke(session, key_id)
     return Response(status_code=204)
