@@ -51,20 +51,79 @@ def _open_readonly(data: Path) -> SqliteStore:
         raise typer.Exit(2) from None
 
 
-@app.command()
+DEMO_HELP = """Tell the two-company story on the embedded SQLite store in --data (./accord-data).
+
+Acme (a customer) and Globex (its implementation partner) each keep private teams, threads and
+knowledge; Acme opens the shared network acme-rollout and invites Globex, and in its thread
+rollout-status both companies' people and agents coordinate a rollout, the agents answering through
+participate routines. Acme's support triage routes a customer to a specialist. Then: what each org
+can see, the routine runs, the audit chain.
+
+Offline by default (a deterministic model that marks its replies [offline model]); --model
+openai:<name> --base-url URL runs the agents on a real OpenAI-compatible endpoint.
+
+Each run starts over: the demo deletes the store it made in --data on an earlier run (and refuses a
+directory holding any other Accord store unless --fresh). Afterwards `accord replay` and
+`accord audit verify` work on that directory.
+"""
+
+
+@app.command(help=DEMO_HELP)
 def demo(
     data: Path = DATA_OPTION,
-    fresh: bool = typer.Option(False, "--fresh", help="Delete the data directory's store first."),
+    shapes: bool = typer.Option(
+        False,
+        "--shapes",
+        help="Instead of the story, one incident through the five channel shapes (consulting, "
+        "conversation, discussion, workflow, thread), with scripted models.",
+    ),
+    model: str = typer.Option(
+        "offline",
+        "--model",
+        help="The story's model: offline, or openai:<model> (the key is read from "
+        "ACCORD_MODEL_API_KEY or OPENAI_API_KEY).",
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."
+    ),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Also delete a store in --data that the demo did not make."
+    ),
 ) -> None:
-    """Run a scripted incident across all five channel types, offline, on the embedded SQLite store."""
-    from .demo import run_demo
+    import os
 
-    if fresh:
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            (data / f"accord.db{suffix}").unlink(missing_ok=True)
-    data.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(run_demo(data, Console()))
-    raise typer.Exit(0 if result.audit_ok else 1)
+    from .agents.models.base import Model
+    from .agents.models.resolve import Endpoint, check_spec, config_for
+    from .demo_data import NotADemoDir, reset
+
+    err = Console(stderr=True)
+    engine: Model | None = None
+    if shapes and (model != "offline" or base_url):
+        err.print("[red]error:[/red] --model and --base-url are for the story; --shapes uses scripted models")
+        raise typer.Exit(2)
+    if model != "offline" or base_url:
+        try:
+            engine = config_for(
+                check_spec(model), Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY"))
+            ).create()
+        except AccordError as exc:
+            err.print(f"[red]error:[/red] --model {model}: {exc.message}")
+            raise typer.Exit(2) from None
+    try:
+        reset(data, force=fresh)
+    except (NotADemoDir, AccordError) as exc:
+        err.print(f"[red]error:[/red] {exc.message if isinstance(exc, AccordError) else exc}")
+        raise typer.Exit(2) from None
+    if shapes:
+        from .demo import run_demo
+
+        ok = asyncio.run(run_demo(data, Console())).audit_ok
+    else:
+        from .demo_network import run_story
+
+        label = model + (f" at {base_url}" if base_url else "")
+        ok = asyncio.run(run_story(data, Console(), engine, label)).ok
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()
@@ -307,6 +366,40 @@ def tail(
     team_id, thread_id = _team_thread(thread)
     try:
         asyncio.run(tail_thread(url, key, team_id, thread_id, since=since, count=count))
+    except AccordError as exc:
+        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def worker(
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    model: str = typer.Option(
+        "offline",
+        "--model",
+        help="Default model for the org's agents: offline, openai:<model> or anthropic:<model> "
+        "(an agent's own model wins). The provider key is read from ACCORD_MODEL_API_KEY.",
+    ),
+    base_url: str | None = typer.Option(None, "--base-url", help="The model provider's endpoint."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="Model turns at once."),
+) -> None:
+    """Take your org's routine model turns from a remote hub (needs an org admin key).
+
+    The hub still matches, caps, records and posts; this process runs the model, with its own keys."""
+    import os
+
+    from .agents.models.resolve import Endpoint, ModelPool, check_spec
+    from .routines.remote import RemoteWorker
+
+    try:
+        check_spec(model)
+        pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))
+        runner = RemoteWorker(url, key, pool, concurrency=concurrency)
+        Console(stderr=True).print(f"accord worker: taking routine turns from {url} with model {model}")
+        asyncio.run(runner.run())
     except AccordError as exc:
         Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
         raise typer.Exit(2) from None

@@ -22,9 +22,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..agents.agent import Agent
+from ..agents.agent import Agent, TurnResult
 from ..agents.models.base import ModelConfig
 from ..agents.models.resolve import ModelPool
 from ..agents.tools import Tool
@@ -37,6 +37,7 @@ from ..model.ids import new_id
 from ..model.routines import Routine, Run
 from ..protocol.channel import ChannelState
 from ..protocol.graph import Handoff
+from .builtins import KNOWLEDGE_HITS, builtin_tools
 from .filters import TriggerContext, matches
 from .guard import DEFAULT_CAP, HOUR, HourlyUsage, RunawayGuard
 from .runs import TERMINAL, RunLog
@@ -49,7 +50,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("accord.routines")
 
 DEFAULT_HISTORY = 20
-KNOWLEDGE_HITS = 3
+
+
+class Executor(Protocol):
+    """Runs a participate turn somewhere else (``accord worker``): messages in, a TurnResult out.
+
+    Dispatch, runaway control, privacy and records stay in the hub; only the model turn — and with it
+    the provider keys and the compute — moves out. ``think`` raises an AccordError if it fails.
+    """
+
+    async def think(self, run_id: str, passport: Passport, messages: list[dict[str, Any]]) -> TurnResult: ...
 
 
 class RoutineWorker(HubListener):
@@ -85,6 +95,8 @@ class RoutineWorker(HubListener):
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._scheduler: asyncio.Task[None] | None = None
+        # org → where its model turns run when it has an `accord worker` connected (else: here)
+        self.executors: dict[str, Executor] = {}
         self.tick = tick
 
     # --- life -----------------------------------------------------------------------------------------
@@ -271,13 +283,17 @@ class RoutineWorker(HubListener):
             session, query, agent_id=passport.agent_id, limit=KNOWLEDGE_HITS
         )
         prompt = with_knowledge(_identity(passport), [(h.title, h.passage) for h in hits])
-        tools = [*self._builtin_tools(session, passport), *self.tools.get(passport.name, ())]
-        agent = Agent(passport.name, prompt=prompt, config=self.model_for(passport), tools=tools)
-        messages = participate_messages(agent.prompt, passport.agent_id, history, state.names)
+        messages = participate_messages(prompt, passport.agent_id, history, state.names)
         if trigger is None:  # a scheduled run: nothing was said, so say why the agent is asked to speak
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.hub.clock()))
             messages.append({"role": "user", "content": f"(scheduled: {routine.name}, {when})"})
-        result = await agent.take_turn(messages)
+        executor = self.executors.get(passport.org_id)
+        if executor is not None:  # the org runs `accord worker`: the model turn happens there
+            result = await executor.think(run.run_id, passport, messages)
+        else:
+            tools = [*self._builtin_tools(session, passport), *self.tools.get(passport.name, ())]
+            agent = Agent(passport.name, config=self.model_for(passport), tools=tools)
+            result = await agent.take_turn(messages)
         run.model, run.tokens_in, run.tokens_out = result.model, result.tokens_in, result.tokens_out
         self.usage.record_tokens(passport.agent_id, self.hub.clock(), result.tokens_in + result.tokens_out)
         if is_thread_message and not self._allows(cid):
@@ -303,18 +319,11 @@ class RoutineWorker(HubListener):
         """``search_knowledge`` (its own org's documents and its own) and ``handoff``, bound to this run."""
         hub = self.hub
 
-        async def search_knowledge(query: str, limit: int = KNOWLEDGE_HITS) -> list[dict[str, str]]:
-            """Search your organization's knowledge (and your own documents) for passages about ``query``."""
-            hits = await hub.knowledge.search(
-                session, query, agent_id=passport.agent_id, limit=max(1, min(limit, 10))
-            )
+        async def search(query: str, limit: int) -> list[dict[str, str]]:
+            hits = await hub.knowledge.search(session, query, agent_id=passport.agent_id, limit=limit)
             return [{"title": h.title, "passage": h.passage} for h in hits]
 
-        def handoff(target: str, reason: str = "") -> Handoff:
-            """Hand the conversation to another agent of your organization, by its name or lookup_key."""
-            return Handoff(target=target, reason=reason)
-
-        return [Tool(search_knowledge), Tool(handoff)]
+        return builtin_tools(search)
 
     def _find_agent(self, org_id: str, handle: str) -> Passport | None:
         """An active agent of ``org_id`` by name or lookup_key (never another org's)."""

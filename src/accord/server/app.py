@@ -131,7 +131,9 @@ def create_app(
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
         h: Hub = app.state.hub
-        return {"ok": not h.closed, "store": h.store.describe()}
+        worker = getattr(app.state, "worker", None)
+        remote = len(worker.executors) if worker is not None else 0  # a count: no org is named here
+        return {"ok": not h.closed, "store": h.store.describe(), "remote_workers": remote}
 
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(logs.AccessLog)  # outermost of ours: sees 413s and the socket's close too

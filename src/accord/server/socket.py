@@ -7,7 +7,8 @@ Frames are JSON arrays ``[join_ref, ref, topic, event, payload]``. Supported now
   last_seq}``, then every envelope after ``after_seq`` the key may see, once and in seq order, then
   live ones as ``envelope`` events; ``phx_leave`` stops them;
 * ``hub``: the HubClient RPCs and deliveries to attached participants (``server/hub_topic.py``),
-  which is what ``WsLink`` speaks.
+  which is what ``WsLink`` speaks;
+* ``routines``: where ``accord worker`` takes its org's model turns (``server/routines_topic.py``).
 
 Resume is the durability story: a client that reconnects joins again with the last seq it saw and
 misses nothing. A consumer too slow for its bounded queue is disconnected (close code 4008) rather
@@ -28,6 +29,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..hub import Hub, Session
 from ..model.envelope import Envelope
 from ..model.errors import AccordError, InvalidInput
+from . import routines_topic
 from .hub_topic import TOPIC, HubTopic
 from .v1 import anonymous_session
 
@@ -57,6 +59,7 @@ class _Connection:
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
         self.topics: dict[str, _Topic] = {}
         self.hub_topic: HubTopic | None = None
+        self.routines: routines_topic.RoutinesTopic | None = None
         self.overflowed = False
 
     def send(self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> None:
@@ -138,6 +141,8 @@ class _Connection:
                 self.reply(frame, "ok", {})
             elif topic == TOPIC:
                 self.on_hub_topic(frame)
+            elif topic == routines_topic.TOPIC:
+                await self.on_routines_topic(frame)
             elif event == "phx_join" and topic.startswith("channel:"):
                 await self.join(frame)
             elif event == "phx_leave":
@@ -170,6 +175,23 @@ class _Connection:
             while True:
                 await self.handle(await self.ws.receive_text())
 
+    async def on_routines_topic(self, frame: list[Any]) -> None:
+        event = frame[3]
+        if event == "phx_join":
+            if self.routines is None:
+                worker = getattr(self.ws.app.state, "worker", None)
+                self.routines = routines_topic.join(self, self.hub, self.session, worker, frame[0])
+            self.reply(frame, "ok", {"org_id": self.session.org_id})
+        elif event == "phx_leave":
+            if self.routines is not None:
+                self.routines.close()
+                self.routines = None
+            self.reply(frame, "ok", {})
+        elif self.routines is None:
+            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+        else:
+            await self.routines.handle(frame)
+
     async def writer(self) -> None:
         while True:
             frame = await self.out.get()
@@ -184,6 +206,9 @@ class _Connection:
         if self.hub_topic is not None:
             self.hub_topic.close()
             self.hub_topic = None
+        if self.routines is not None:
+            self.routines.close()
+            self.routines = None
 
 
 def _key(ws: WebSocket) -> str | None:
