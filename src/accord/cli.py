@@ -51,21 +51,21 @@ def _open_readonly(data: Path) -> SqliteStore:
         raise typer.Exit(2) from None
 
 
-DEMO_HELP = """Tell the two-company story on the embedded SQLite store in --data (./accord-data).
-
-Acme (a customer) and Globex (its implementation partner) each keep private teams, threads and
-knowledge; Acme opens the shared network acme-rollout and invites Globex, and in its thread
-rollout-status both companies' people and agents coordinate a rollout, the agents answering through
-participate routines. Acme's support triage routes a customer to a specialist. Then: what each org
-can see, the routine runs, the audit chain.
-
-Offline by default (a deterministic model that marks its replies [offline model]); --model
-openai:<name> --base-url URL runs the agents on a real OpenAI-compatible endpoint.
-
-Each run starts over: the demo deletes the store it made in --data on an earlier run (and refuses a
-directory holding any other Accord store unless --fresh). Afterwards `accord replay` and
-`accord audit verify` work on that directory.
-"""
+DEMO_HELP = "\n\n".join(
+    (
+        "Tell the two-company story on the embedded SQLite store in --data (./accord-data).",
+        "Acme (a customer) and Globex (its implementation partner) each keep private teams, threads and "
+        "knowledge. Acme opens the shared network acme-rollout and invites Globex; in its thread "
+        "rollout-status both companies' people and agents coordinate a rollout, the agents answering "
+        "through participate routines. Acme's support triage routes a customer to a specialist. Then: "
+        "what each org can see, the routine runs, the audit chain.",
+        "Offline by default: a deterministic model that marks its replies \\[offline model]. With "
+        "--model openai:<name> --base-url URL the agents run on a real OpenAI-compatible endpoint.",
+        "Each run starts over: the demo deletes the store it made in --data on an earlier run, and "
+        "refuses a directory holding any other Accord store unless --fresh. Afterwards `accord replay "
+        "<channel id>` prints any of its channels.",
+    )
+)
 
 
 @app.command(help=DEMO_HELP)

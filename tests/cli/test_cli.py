@@ -1,4 +1,7 @@
-"""The real ``accord`` console script, run as a subprocess against a temporary data directory."""
+"""The real ``accord`` console script, run as a subprocess against a temporary data directory.
+
+The demo here is ``accord demo --shapes`` (the five channel shapes); the two-company story that
+``accord demo`` tells is tested in ``test_demo_story.py``."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def accord(*args: str | Path, timeout: float = 60) -> Run:
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Run]:
     """One demo run shared by the read-only tests (replay, audit verify)."""
     data = tmp_path_factory.mktemp("cli") / "data"
-    return data, accord("demo", "--data", data)
+    return data, accord("demo", "--shapes", "--data", data)
 
 
 def channel_ids(run: Run) -> list[str]:
@@ -80,16 +83,18 @@ def test_demo_prints_the_five_transcripts_and_a_verified_chain(demo_data: tuple[
 
 def test_demo_twice_on_the_same_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "twice"
-    first = accord("demo", "--data", data)
+    first = accord("demo", "--shapes", "--data", data)
     assert first.code == 0, first.out + first.err
-    second = accord("demo", "--data", data)
+    second = accord("demo", "--shapes", "--data", data)
     assert second.code == 0, second.out + second.err
     assert "audit chain: verified" in second.flat
     for title in TITLES:
         assert title in second.out
-    # the second run made new channels in the same store
+    # the second run started over: new channels, and the first run's are gone with its store
     assert set(channel_ids(first)).isdisjoint(channel_ids(second))
-    # the agents re-attached by name instead of registering twice
+    gone = accord("replay", channel_ids(first)[0], "--data", data)
+    assert gone.code == 2 and "no channel" in gone.err
+    # so every participant is registered once
     con = sqlite3.connect(data / "accord.db")
     try:
         rows = con.execute("SELECT data FROM log WHERE stream = 'registry' ORDER BY seq").fetchall()
