@@ -12,11 +12,9 @@ deleted, so a hub running on the directory is never pulled out from under.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .hub.audit import AUDIT_STREAM, VerifyReport, verify
-from .model.envelope import Envelope
+from .hub.audit import VerifyReport, verify_store
 from .model.errors import AccordError
 from .protocol.registry import REGISTRY_STREAM, RG_ORG_CREATED, RG_REGISTERED
 from .routines.runs import run_stream
@@ -81,28 +79,9 @@ RUN_LOGS = run_stream("")  # the prefix of every routine's run log
 
 
 async def verify_chain(db: Path) -> VerifyReport:
-    """``verify_store``, except that routine run logs are not required to be covered by the chain.
-
-    The routine worker appends run records straight to the store, without audit records, so
-    ``accord audit verify`` reports every run log as "appended without an audit record" (a gap in
-    ``routines/runs.py`` or ``hub/audit.py``, reported; remove this once it is closed). Every audit
-    record and every envelope it covers is still re-hashed.
-    """
+    """``verify_store`` on the demo's store, read-only: every stored envelope is in the chain."""
     store = SqliteStore.open_readonly(db)
     try:
-
-        async def records() -> AsyncIterator[Envelope]:
-            after = 0
-            while batch := await store.read(AUDIT_STREAM, after_seq=after, limit=5000):
-                for rec in batch:
-                    yield rec
-                after = batch[-1].seq
-
-        async def fetch(stream: str, seq: int) -> Envelope | None:
-            got = await store.read(stream, after_seq=seq - 1, limit=1)
-            return got[0] if got and got[0].seq == seq else None
-
-        streams = [s for s in await store.streams() if s != AUDIT_STREAM and not s.startswith(RUN_LOGS)]
-        return await verify(records(), fetch, {s: await store.last_seq(s) for s in streams})
+        return await verify_store(store)
     finally:
         await store.close()

@@ -150,8 +150,8 @@ def footer(console: Console, result: StoryResult, data_dir: Path) -> None:
     if audit is not None and audit.ok:
         console.print(
             f"\n[green]audit chain verified[/green]: {audit.records} records, {audit.envelopes_checked} "
-            f"envelopes re-hashed, {audit.refusals} refusals (the privacy probes above among them); "
-            "routine run logs are not covered by the chain yet."
+            f"envelopes re-hashed (routine run records included), {audit.refusals} refusals "
+            "(the privacy probes above among them)."
         )
     else:
         problems = len(audit.problems) if audit is not None else "?"

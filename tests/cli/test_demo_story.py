@@ -145,11 +145,6 @@ def test_the_shared_thread_replays(story: tuple[Path, Run]) -> None:
         assert text in replay.flat
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="routine run logs (runs:<routine_id>) are appended without audit records, so "
-    "`accord audit verify` reports them; the demo's own check leaves them out (demo_network.verify_chain)",
-)
 def test_audit_verify_accepts_a_store_with_routine_runs(story: tuple[Path, Run]) -> None:
     data, _ = story
     assert accord("audit", "verify", "--data", data).code == 0

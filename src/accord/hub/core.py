@@ -445,6 +445,17 @@ class HubCore:
             self._store_failed(None, exc)
             raise StoreError(f"registry append failed: {exc}") from exc
 
+    async def append_record(self, stream: str, env: Envelope, expected: int, org: str | None) -> None:
+        """Append one envelope to a side log (a routine's runs) in one group commit with its audit
+        record, exactly as channel and registry envelopes are: every stored envelope is in the chain."""
+        self._ensure_open()
+        audit = self._audit.envelope(env, stream, org=org)
+        try:
+            await self.store.append_group([(stream, [env], expected), (AUDIT_STREAM, [audit], audit.seq - 1)])
+        except BaseException as exc:
+            self._store_failed(None, exc)
+            raise StoreError(f"append to {stream} failed: {exc}") from exc
+
     def _flush_observed(self) -> Awaitable[None] | None:
         if not self._observed_dirty or self._broken is not None:
             return None

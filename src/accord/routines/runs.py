@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..model.envelope import Envelope
 from ..model.events import HUB_SENDER
 from ..model.ids import new_id
 from ..model.routines import Run
 from ..store.base import LogStore
+
+if TYPE_CHECKING:
+    from ..hub.hub import Hub
 
 RUN_EVENT = "run.updated"
 TERMINAL = frozenset({"succeeded", "failed", "skipped"})
@@ -35,9 +39,12 @@ def fold_runs(envs: list[Envelope]) -> dict[str, Run]:
 
 
 class RunLog:
-    def __init__(self, store: LogStore, clock: Callable[[], float]) -> None:
-        self.store = store
-        self.clock = clock
+    """Writes through the hub so each record is audited like every other stored envelope."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.store: LogStore = hub.store
+        self.clock: Callable[[], float] = hub.clock
         self._last: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -50,7 +57,9 @@ class RunLog:
                 last = await self.store.last_seq(stream)
             record = run.to_dict()
             env = Envelope(new_id("env"), stream, last + 1, self.clock(), RUN_EVENT, record, HUB_SENDER)
-            await self.store.append(stream, [env], last)
+            member = self.hub.registry.members.get(run.agent_id)
+            org = member.passport.org_id if member is not None else None
+            await self.hub.append_record(stream, env, last, org)
             self._last[stream] = last + 1
 
     async def runs(self, routine_id: str) -> list[Run]:

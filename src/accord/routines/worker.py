@@ -88,7 +88,7 @@ class RoutineWorker(HubListener):
         self._announced: dict[tuple[str, str], float] = {}  # (agent, budget) → when it was announced
         self._spiked: dict[str, float] = {}
         self.history = history
-        self.runs = RunLog(hub.store, hub.clock)
+        self.runs = RunLog(hub)
         self._slots = asyncio.Semaphore(concurrency)
         self._agent_locks: dict[str, asyncio.Lock] = {}
         self._reserved: dict[str, int] = {}  # channel → answers being appended (count toward the cap)
