@@ -1,4 +1,4 @@
-"""The ``accord`` command line: demo, replay, audit verify, orgs, keys (serve arrives with the server)."""
+"""The ``accord`` command line: serve, worker, demo, post, tail, replay, audit, orgs, keys, knowledge."""
 
 from __future__ import annotations
 
@@ -312,6 +312,9 @@ def serve(
         log_level=log_level.lower(),
         access_log=False,  # accord.access (server/logs.py) logs requests, with the api_key redacted
         lifespan="on",
+        # bounded: after 10 s the last connections are cut (every acknowledged envelope is on disk
+        # already; clients reconnect and resume), so a stuck client cannot hold a restart hostage
+        timeout_graceful_shutdown=10,
     )
 
 
