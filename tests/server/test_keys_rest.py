@@ -4,6 +4,7 @@ refusals audited, another org's keys unknown."""
 from __future__ import annotations
 
 import pytest
+from test_rest import client
 
 from accord.client.rest import AccordClient
 from accord.model.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
@@ -36,3 +37,17 @@ def test_keys_over_rest(served) -> None:  # type: ignore[no-untyped-def]
         assert next(k for k in acme.list_keys().data if k.id == made.id).revoked_at is not None
         refusals = [r for r in acme.audit(limit=1000).data if r.type == "refusal"]
         assert {r.data.get("action") for r in refusals} >= {"key.create", "key.list"}
+
+
+def test_a_participants_rule_over_rest(served) -> None:  # type: ignore[no-untyped-def]
+    server, acme_key, globex_key = served
+    a, g = client(server, acme_key), client(server, globex_key)
+    bot = a.post("/v1/agents", json={"name": "bot"}).json()
+    assert a.get(f"/v1/agents/{bot['id']}/rule").json()["runs_per_hour"] is None
+    put = a.put(f"/v1/agents/{bot['id']}/rule", json={"runs_per_hour": 30, "tokens_per_hour": 50_000})
+    assert put.status_code == 200 and put.json()["runs_per_hour"] == 30
+    assert a.get(f"/v1/agents/{bot['id']}/rule").json()["tokens_per_hour"] == 50_000
+    assert g.put(f"/v1/agents/{bot['id']}/rule", json={}).status_code == 404  # another org's agent
+    assert g.get(f"/v1/agents/{bot['id']}/rule").status_code == 404
+    bad = a.put(f"/v1/agents/{bot['id']}/rule", json={"runs_per_hour": -1})
+    assert bad.status_code == 422 and bad.json()["error"]["code"]

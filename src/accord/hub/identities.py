@@ -247,6 +247,21 @@ class Identities(HubCore):
         self.detach(session, agent_id)
         self.rules.forget(agent_id)
 
+    async def set_rule_for(self, session: Session, agent_id: str, rule: Rule) -> None:
+        """``set_rule`` over the network: an admin key of the participant's own org (refusals audited)."""
+        try:
+            member = self.registry.members.get(agent_id)
+            if member is None or not member.active or member.passport.org_id != session.org_id:
+                raise NotFound(f"unknown participant {agent_id!r}")
+            if not session.may_administer:
+                raise AccessDenied("changing a participant's rule needs an org admin key")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="rule.set", channel_id=None, org_id=session.org_id
+            )
+            raise
+        await self.set_rule(agent_id, rule)
+
     async def set_rule(self, agent_id: str, rule: Rule) -> None:
         self._ensure_open()
         if agent_id not in self.registry.members:

@@ -14,7 +14,7 @@ from ..hub.audit import render as _render_audit
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import InvalidInput, NotFound, Unauthenticated
 from ..model.events import EV_TEXT
-from ..model.identity import Passport
+from ..model.identity import Passport, Rule
 from ..model.ids import new_id
 from ..model.records import ApiKey, Membership, Team
 from ..model.routines import Routine, Run
@@ -720,3 +720,37 @@ async def revoke_key(key_id: str, session: Auth, hub: HubDep) -> Response:
     """Revoke a key of your org at once: its sessions and sockets are refused from the next request."""
     await hub.keys.revoke(session, key_id)
     return Response(status_code=204)
+
+
+# --- rules ----------------------------------------------------------------------------------------------
+
+
+class RuleIn(_Body):
+    """A participant's Rule (DESIGN §1, §8); omitted fields take their defaults."""
+
+    allow_from: list[Annotated[str, Field(max_length=128)]] | None = None
+    deny_from: list[Annotated[str, Field(max_length=128)]] = []
+    rate_per_minute: Annotated[float, Field(gt=0)] | None = None
+    burst: Annotated[int, Field(ge=1)] | None = None
+    inbox_cap: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    channel_types: list[Annotated[str, Field(max_length=64)]] | None = None
+    max_open_channels: Annotated[int, Field(ge=1)] | None = None
+    turn_budget: Annotated[int, Field(ge=0)] | None = None
+    runs_per_hour: Annotated[int, Field(ge=0)] | None = None
+    tokens_per_hour: Annotated[int, Field(ge=0)] | None = None
+
+
+@router.get("/agents/{agent_id}/rule", tags=["agents"])
+async def get_rule(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
+    member = hub.registry.members.get(agent_id)
+    if member is None or not member.active or member.passport.org_id != session.org_id:
+        raise NotFound(f"unknown agent {agent_id!r}")
+    return member.rule.to_dict()
+
+
+@router.put("/agents/{agent_id}/rule", tags=["agents"])
+async def put_rule(agent_id: str, body: RuleIn, session: Auth, hub: HubDep) -> dict[str, Any]:
+    """Replace the participant's Rule: who may reach it, its rate and inbox, and its routine budgets
+    (``runs_per_hour``, ``tokens_per_hour``)."""
+    await hub.set_rule_for(session, agent_id, Rule.from_dict(body.model_dump()))
+    return hub.registry.members[agent_id].rule.to_dict()
