@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-ws clean
+.PHONY: demo test lint typecheck unit bench bench-ws bench-routines clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-ws: $(STAMP)
 	$(BIN)/python bench/ws_fanout.py
+
+bench-routines: $(STAMP)
+	$(BIN)/python bench/routine_dispatch.py
 
 clean:
 	rm -rf $(VENV) accord-data .pytest_cache .mypy_cache .ruff_cache

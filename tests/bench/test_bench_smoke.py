@@ -20,3 +20,17 @@ def test_ws_fanout_quick() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "A round 1:" in out.stdout and "B round 1 at 200/s:" in out.stdout, out.stdout
     assert "Accord WebSocket fan-out, 10 clients in 2 threads (medians)" in out.stdout, out.stdout
+
+
+def test_routine_dispatch_quick() -> None:
+    """An in-process sqlite hub, the routine worker with a probe model: A, B and C, end to end."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "routine_dispatch.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("A round 1 at 200/s:", "B round 1 at 200/s:", "C1 round 1:", "C2 round 1:"):
+        assert line in out.stdout, out.stdout
+    assert "Accord routine dispatch, in-process sqlite hub (medians of rounds)" in out.stdout, out.stdout

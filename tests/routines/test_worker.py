@@ -164,8 +164,7 @@ async def test_hourly_budgets_skip_runs_announce_once_and_audit(tmp_path: Path) 
     tripped = [r.event_data for r in records if r.event_data.get("code") == "runaway_guard"]
     assert len(tripped) == 2
     # a later hour frees the budget (the hub's clock is injectable; here the worker's window moves)
-    worker.usage.runs.clear()
-    worker.usage.tokens.clear()
+    worker.usage.clear()
     await say(hub, s, person, cid, "four")
     await worker.drain()
     assert (await hub.routines.runs(s, r0))[-1].status == "succeeded"

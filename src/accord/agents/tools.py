@@ -35,12 +35,17 @@ class Tool:
             f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
         self.is_async = inspect.iscoroutinefunction(fn)
+        self._spec: ToolSpec | None = None
 
     @property
     def spec(self) -> ToolSpec:
-        schema = self._args_model.model_json_schema()
-        schema.pop("title", None)
-        return ToolSpec(self.name, self.description, schema)
+        """Built once: every model turn sends it, and pydantic's schema generation is not free."""
+        spec = self._spec
+        if spec is None:
+            schema = self._args_model.model_json_schema()
+            schema.pop("title", None)
+            spec = self._spec = ToolSpec(self.name, self.description, schema)
+        return spec
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         try:

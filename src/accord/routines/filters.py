@@ -17,6 +17,9 @@ _TRIGGERS = {
 }
 
 
+TRIGGER_EVENTS = frozenset(_TRIGGERS.values())  # envelopes no routine reacts to are skipped at once
+
+
 @dataclass(frozen=True, slots=True)
 class TriggerContext:
     """What the hub knows when the envelope becomes durable."""

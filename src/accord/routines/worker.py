@@ -38,7 +38,7 @@ from ..model.routines import Routine, Run
 from ..protocol.channel import ChannelState
 from ..protocol.graph import Handoff
 from .builtins import KNOWLEDGE_HITS, builtin_tools
-from .filters import TriggerContext, matches
+from .filters import TRIGGER_EVENTS, TriggerContext, matches
 from .guard import DEFAULT_CAP, HOUR, HourlyUsage, RunawayGuard
 from .runs import TERMINAL, RunLog
 from .script import ScriptError, run_script
@@ -97,6 +97,8 @@ class RoutineWorker(HubListener):
         self._scheduler: asyncio.Task[None] | None = None
         # org → where its model turns run when it has an `accord worker` connected (else: here)
         self.executors: dict[str, Executor] = {}
+        self._index: dict[str, list[Routine]] = {}
+        self._index_seq = -1
         self.tick = tick
 
     # --- life -----------------------------------------------------------------------------------------
@@ -161,11 +163,11 @@ class RoutineWorker(HubListener):
 
     async def recover(self) -> None:
         now = self.hub.clock()
+        recent: list[Run] = []
         for routine in list(self.hub.registry.routines.values()):
             for run in await self.runs.runs(routine.routine_id):
                 if run.started_at is not None and run.started_at > now - HOUR:  # budgets span restarts
-                    self.usage.record_run(run.agent_id, run.started_at)
-                    self.usage.record_tokens(run.agent_id, run.started_at, run.tokens_in + run.tokens_out)
+                    recent.append(run)
                 if run.status in TERMINAL:
                     continue
                 answer = await self._answer_in_log(run)
@@ -177,6 +179,10 @@ class RoutineWorker(HubListener):
                     run.status = "failed"
                     run.error = "interrupted: the worker stopped during this run; not retried"
                 await self.runs.write(run)
+        for run in sorted(recent, key=lambda r: r.started_at or 0.0):  # the usage windows are in time order
+            assert run.started_at is not None
+            self.usage.record_run(run.agent_id, run.started_at)
+            self.usage.record_tokens(run.agent_id, run.started_at, run.tokens_in + run.tokens_out)
 
     async def _answer_in_log(self, run: Run) -> Envelope | None:
         if run.channel_id is None or run.trigger_id is None:
@@ -194,27 +200,46 @@ class RoutineWorker(HubListener):
         kind = sender.passport.kind if sender is not None else None
         if env.event_type == EV_TEXT:
             self.guard.observe(env.channel_id, kind)
-        routines = [
-            r for r in registry.routines.values() if r.status == "active" and r.agent_id in state.participants
-        ]
-        if not routines:
+        if env.event_type not in TRIGGER_EVENTS:
             return
-        org = registry.orgs.get(sender.passport.org_id) if sender is not None else None
-        for routine in routines:
-            member = registry.members.get(routine.agent_id)
+        by_agent = self._active_by_agent()
+        if not by_agent:
+            return
+        participants: tuple[str, ...] | None = None
+        org = None
+        for agent_id in state.participants:  # O(participants), not O(routines in the hub)
+            routines = by_agent.get(agent_id)
+            if not routines:
+                continue
+            member = registry.members.get(agent_id)
             if member is None or not member.active:
                 continue
+            if participants is None:
+                participants = tuple(state.participants)
+                org = registry.orgs.get(sender.passport.org_id) if sender is not None else None
             ctx = TriggerContext(
                 adapter=state.adapter,
-                participants=tuple(state.participants),
+                participants=participants,
                 sender_kind=kind,
                 sender_org_id=sender.passport.org_id if sender is not None else None,
                 sender_org_name=org.name if org is not None else None,
                 agent_name=member.passport.name,
                 agent_lookup_key=member.passport.lookup_key,
             )
-            if matches(routine, env, ctx):
-                self._spawn(self._run(routine, env))
+            for routine in routines:
+                if matches(routine, env, ctx):
+                    self._spawn(self._run(routine, env))
+
+    def _active_by_agent(self) -> dict[str, list[Routine]]:
+        """agent → its active routines, rebuilt only when the registry changed (not per envelope)."""
+        registry = self.hub.registry
+        if self._index_seq != registry.last_seq:
+            index: dict[str, list[Routine]] = {}
+            for routine in registry.routines.values():
+                if routine.status == "active" and routine.event_type != "schedule":
+                    index.setdefault(routine.agent_id, []).append(routine)
+            self._index, self._index_seq = index, registry.last_seq
+        return self._index
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -240,7 +265,8 @@ class RoutineWorker(HubListener):
         )
         await self.runs.write(run)
         lock = self._agent_locks.setdefault(routine.agent_id, asyncio.Lock())
-        async with self._slots, lock:
+        # the agent's turn first, then a slot: a backlogged agent waits on itself, not on everyone
+        async with lock, self._slots:
             run.status, run.started_at = "running", self.hub.clock()
             await self.runs.write(run)
             started = time.perf_counter()
