@@ -130,13 +130,16 @@ class RoutineWorker(HubListener):
                 if rid not in live:
                     del next_fire[rid]
             for rid, routine in live.items():
-                due = next_fire.get(rid)
-                if due is None:
-                    next_fire[rid] = croniter(routine.event_config["cron"], now).get_next(float)
-                elif due <= now:
-                    next_fire[rid] = croniter(routine.event_config["cron"], now).get_next(float)
-                    for cid in routine.event_config.get("thread_id", ()):
-                        self._spawn(self._run(routine, None, cid))
+                try:
+                    due = next_fire.get(rid)
+                    if due is None or due <= now:
+                        next_fire[rid] = croniter(routine.event_config["cron"], now).get_next(float)
+                    if due is not None and due <= now:
+                        for cid in routine.event_config.get("thread_id", ()):
+                            self._spawn(self._run(routine, None, cid))
+                except Exception:  # one bad schedule must not stop the others
+                    log.exception("schedule of routine %s failed", rid)
+                    next_fire[rid] = now + 60.0
             await asyncio.sleep(self.tick)
 
     async def stop(self, grace: float = 5.0) -> None:
