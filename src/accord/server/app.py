@@ -122,11 +122,13 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    from .compat.archastro import router as archastro_router
     from .socket import router as socket_router
     from .v1 import router
 
     app.include_router(router)
     app.include_router(socket_router)
+    app.include_router(archastro_router)  # the ArchAstro dialect, /api/v1 (DESIGN §6)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
