@@ -123,12 +123,14 @@ def create_app(
     )
     errors.install(app)
     from .compat.archastro import router as archastro_router
+    from .compat.archastro_socket import router as archastro_socket_router
     from .socket import router as socket_router
     from .v1 import router
 
     app.include_router(router)
     app.include_router(socket_router)
     app.include_router(archastro_router)  # the ArchAstro dialect, /api/v1 (DESIGN §6)
+    app.include_router(archastro_socket_router)  # and its socket, /socket/api/websocket
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:

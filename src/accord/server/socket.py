@@ -135,24 +135,28 @@ class _Connection:
             and isinstance(frame[3], str)
         ):
             return
-        topic, event = frame[2], frame[3]
         try:
-            if topic == "phoenix" and event == "heartbeat":
-                self.reply(frame, "ok", {})
-            elif topic == TOPIC:
-                self.on_hub_topic(frame)
-            elif topic == routines_topic.TOPIC:
-                await self.on_routines_topic(frame)
-            elif event == "phx_join" and topic.startswith("channel:"):
-                await self.join(frame)
-            elif event == "phx_leave":
-                self.leave(topic)
-                self.reply(frame, "ok", {})
-            else:
-                self.reply(frame, "error", {"reason": "unknown_event", "code": "unknown_event"})
+            await self.route(frame)
         except AccordError as err:
-            self.leave(topic)
+            self.leave(frame[2])
             self.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+
+    async def route(self, frame: list[Any]) -> None:
+        """One well-formed frame to its topic; an ``AccordError`` leaves the topic and is replied."""
+        topic, event = frame[2], frame[3]
+        if topic == "phoenix" and event == "heartbeat":
+            self.reply(frame, "ok", {})
+        elif topic == TOPIC:
+            self.on_hub_topic(frame)
+        elif topic == routines_topic.TOPIC:
+            await self.on_routines_topic(frame)
+        elif event == "phx_join" and topic.startswith("channel:"):
+            await self.join(frame)
+        elif event == "phx_leave":
+            self.leave(topic)
+            self.reply(frame, "ok", {})
+        else:
+            self.reply(frame, "error", {"reason": "unknown_event", "code": "unknown_event"})
 
     def on_hub_topic(self, frame: list[Any]) -> None:
         event = frame[3]
@@ -227,8 +231,12 @@ async def socket(ws: WebSocket) -> None:
     except AccordError:
         await ws.close(code=1008)  # before accept: the upgrade is refused with 403
         return
+    await serve(ws, _Connection(ws, hub, session))
+
+
+async def serve(ws: WebSocket, conn: _Connection) -> None:
+    """Accept and run one connection until either side ends it (shared with ``server/compat``)."""
     await ws.accept()
-    conn = _Connection(ws, hub, session)
     writer = asyncio.create_task(conn.writer())
     reader = asyncio.create_task(conn.reader())
     try:

@@ -32,12 +32,19 @@ def session_of(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Session:
     """A bearer token (a person's key issued by Accord) wins over the app-wide ``x-archastro-api-key``."""
-    hub = v1.hub_of(request)
+    bearer = None
     if authorization and authorization.startswith("Bearer "):
-        return hub.authenticate(authorization[len("Bearer ") :].strip())
-    if x_archastro_api_key:
-        return hub.authenticate(x_archastro_api_key.strip())
-    dev = v1.anonymous_session(request.app, hub)
+        bearer = authorization[len("Bearer ") :]
+    return authenticate(request.app, v1.hub_of(request), bearer, x_archastro_api_key)
+
+
+def authenticate(app: Any, hub: Hub, token: str | None, api_key: str | None) -> Session:
+    """Both are Accord API keys; the token (a person's) wins. Shared with the socket's query params."""
+    if token and token.strip():
+        return hub.authenticate(token.strip())
+    if api_key and api_key.strip():
+        return hub.authenticate(api_key.strip())
+    dev = v1.anonymous_session(app, hub)
     if dev is not None:
         return dev
     raise Unauthenticated("send your API key as 'x-archastro-api-key: <key>'")
@@ -80,7 +87,7 @@ def _membership(hub: Hub, m: Membership) -> dict[str, Any]:
     }
 
 
-def _message(hub: Hub, env: Envelope, team_id: str) -> dict[str, Any]:
+def message(hub: Hub, env: Envelope, team_id: str) -> dict[str, Any]:
     actor = v1._actor(hub, env.sender_id)
     member = hub.registry.members.get(env.sender_id)
     kind = "user" if actor["type"] == "user" else "agent"
@@ -300,7 +307,7 @@ async def list_messages(
     envs, next_seq = await hub.teams.read_thread(session, team_id, thread_id, after_seq=after, limit=limit)
     return {
         "data": {
-            "messages": [_message(hub, e, team_id) for e in envs],
+            "messages": [message(hub, e, team_id) for e in envs],
             "before_cursor": str(envs[0].seq - 1) if envs and envs[0].seq > 1 else None,
             "after_cursor": str(next_seq) if next_seq else None,
         }

@@ -1,0 +1,163 @@
+"""The ArchAstro dialect's Phoenix socket (DESIGN §6): ``/socket/api/websocket?api_key=…&token=…&vsn=2.0.0``.
+
+A thin translation layer over the native socket (``server/socket.py``: the same framing, bounded queue
+and connection life) and the same hub services as ``/v1``:
+
+* ``phoenix`` / ``heartbeat`` → ``phx_reply`` ok;
+* ``api:chat:team:{team}:thread:{thread}`` / ``phx_join`` with ``{limit, after_cursor}`` → ok with
+  ``{messages, before_cursor, after_cursor}`` (oldest first from ``after_cursor``, as REST reads them),
+  then every later message the key may see as ``message_added {thread_id, message}``. A thread the
+  key's org may not see is refused with ``not_found``, exactly like an unknown one;
+* ``api:chat:post_message`` ``{content, idempotency_key, metadata}`` → posts as the key's subject (an
+  admin key names the poster in ``metadata.agent_id`` or ``metadata.user_id``) through ``hub.submit``;
+  ``idempotency_key`` is the ``client_msg_id``, so a repeat stores nothing and gets the first message.
+  ``reply_to`` and ``mentions`` are accepted and ignored;
+* ``phx_leave``.
+
+Both ``api_key`` and ``token`` are Accord API keys (the token wins); a bad key refuses the upgrade.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from ...hub import Hub, Session
+from ...model.envelope import Envelope, Proposal
+from ...model.errors import AccordError, InvalidInput, NotFound
+from ...model.events import EV_TEXT
+from ..socket import _Connection, _Topic, serve
+from .archastro import authenticate, message
+
+router = APIRouter()
+
+PREFIX = "api:chat:team:"
+POST = "api:chat:post_message"
+_CONTENT_MAX = 100_000
+
+
+def _parse(topic: str) -> tuple[str, str]:
+    """``api:chat:team:{team}:thread:{thread}`` → (team, thread)."""
+    team, sep, thread = topic[len(PREFIX) :].partition(":thread:")
+    if not (sep and team and thread) or ":" in thread:
+        raise NotFound(f"unknown topic {topic!r}")
+    return team, thread
+
+
+def _cursor(payload: dict[str, Any], name: str) -> int:
+    value = payload.get(name)
+    if value is None:
+        return 0
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 20:
+        raise InvalidInput(f"{name} must be a cursor returned by this server")
+    return int(value)
+
+
+class _ChatConnection(_Connection):
+    def __init__(self, ws: WebSocket, hub: Hub, session: Session) -> None:
+        super().__init__(ws, hub, session)
+        self.teams: dict[str, str] = {}  # joined topic → its team
+
+    async def route(self, frame: list[Any]) -> None:
+        topic, event = frame[2], frame[3]
+        if topic == "phoenix" and event == "heartbeat":
+            self.reply(frame, "ok", {})
+        elif event == "phx_join" and topic.startswith(PREFIX):
+            await self.join_thread(frame)
+        elif event == "phx_leave":
+            self.leave(topic)
+            self.reply(frame, "ok", {})
+        elif event == POST and topic in self.topics:
+            try:
+                await self.post(frame)
+            except AccordError as err:  # a refused post keeps the topic joined
+                self.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+        elif topic in self.topics:
+            self.reply(frame, "error", {"reason": "unknown_event", "code": "unknown_event"})
+        else:
+            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+
+    def leave(self, name: str) -> None:
+        self.teams.pop(name, None)
+        super().leave(name)
+
+    def deliver(self, topic: _Topic, name: str, env: Envelope) -> None:
+        if env.seq <= topic.last_sent:
+            return
+        topic.last_sent = env.seq
+        if env.event_type != EV_TEXT or not self.hub.may_see(self.session, env):
+            return
+        payload = {"thread_id": topic.channel_id, "message": message(self.hub, env, self.teams[name])}
+        self.send(topic.join_ref, None, name, "message_added", payload)
+
+    async def join_thread(self, frame: list[Any]) -> None:
+        name = frame[2]
+        payload = frame[4] if isinstance(frame[4], dict) else {}
+        team_id, thread_id = _parse(name)
+        limit = payload.get("limit", 50)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 500:
+            raise InvalidInput("limit must be an integer from 1 to 500")
+        if payload.get("before_cursor") is not None:
+            raise InvalidInput("before_cursor is not supported: page forward with after_cursor")
+        after = _cursor(payload, "after_cursor")
+        # the hub's privacy check (audited): not_found for a thread this org may not see
+        envs, next_seq = await self.hub.teams.read_thread(
+            self.session, team_id, thread_id, after_seq=after, limit=limit
+        )
+        if name in self.topics:
+            self.leave(name)
+        topic = _Topic(frame[0], thread_id)
+
+        def observer(env: Envelope) -> None:
+            if topic.ready:
+                self.deliver(topic, name, env)
+            else:
+                topic.pending.append(env)
+
+        topic.unwatch = await self.hub.watch(self.session, thread_id, observer)
+        self.topics[name] = topic
+        self.teams[name] = team_id
+        topic.last_sent = (await self.hub.channel_state(thread_id)).last_seq  # live from here on
+        self.reply(
+            frame,
+            "ok",
+            {
+                "messages": [message(self.hub, e, team_id) for e in envs],
+                "before_cursor": str(envs[0].seq - 1) if envs and envs[0].seq > 1 else None,
+                "after_cursor": str(next_seq) if next_seq else None,
+            },
+        )
+        for env in topic.pending:
+            self.deliver(topic, name, env)
+        topic.pending.clear()
+        topic.ready = True
+
+    async def post(self, frame: list[Any]) -> None:
+        name = frame[2]
+        payload = frame[4] if isinstance(frame[4], dict) else {}
+        content = payload.get("content")
+        if not isinstance(content, str) or not content or len(content) > _CONTENT_MAX:
+            raise InvalidInput(f"content must be a non-empty string of at most {_CONTENT_MAX} characters")
+        key = payload.get("idempotency_key")
+        metadata = payload.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
+        actor = metadata.get("agent_id") or metadata.get("user_id") or self.session.subject
+        if not isinstance(actor, str):
+            raise InvalidInput("an admin key must say who posts: give metadata.agent_id or metadata.user_id")
+        team_id, thread_id = self.teams[name], self.topics[name].channel_id
+        proposal = Proposal(thread_id, EV_TEXT, {"text": content}, actor, client_msg_id=key)
+        env = await self.hub.submit(self.session, proposal)
+        self.reply(frame, "ok", {"thread_id": thread_id, "message": message(self.hub, env, team_id)})
+
+
+@router.websocket("/socket/api/websocket")
+async def socket(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    try:
+        session = authenticate(ws.app, hub, ws.query_params.get("token"), ws.query_params.get("api_key"))
+    except AccordError:
+        await ws.close(code=1008)  # before accept: the upgrade is refused with 403
+        return
+    await serve(ws, _ChatConnection(ws, hub, session))
