@@ -97,8 +97,10 @@ async def test_the_sdk_drives_a_cross_org_team_end_to_end(served: tuple[Server, 
     assert answered.actors[0].name == "Customer Ops Agent" and answered.content
     assert page.data.after_cursor is None
 
-    first = await acme.threads.messages(thread.id, limit=1)
-    assert [m.id for m in first.data.messages] == [asked.id] and first.data.after_cursor
+    newest = await acme.threads.messages(thread.id, limit=1)  # no cursor: the newest page
+    assert [m.id for m in newest.data.messages] == [answered.id] and newest.data.after_cursor is None
+    first = await acme.threads.messages(thread.id, before_cursor=newest.data.before_cursor, limit=1)
+    assert [m.id for m in first.data.messages] == [asked.id] and first.data.before_cursor is None
     rest = await acme.threads.messages(thread.id, after_cursor=first.data.after_cursor, limit=1)
     assert [m.id for m in rest.data.messages] == [answered.id]
 
@@ -129,3 +131,30 @@ async def test_users_me_names_the_key(served: tuple[Server, str, str]) -> None:
     server, acme_key, _ = served
     me = await AsyncPlatformClient.with_secret_key(acme_key, base_url=server.url).users.me()
     assert me.id and me.is_system_user is True
+
+
+async def test_messages_page_back_from_the_newest(served: tuple[Server, str, str]) -> None:
+    server, acme_key, _ = served
+    acme = AsyncPlatformClient.with_secret_key(acme_key, base_url=server.url)
+    lead = native(server, acme_key, "POST", "/users", name="lead")
+    team = await acme.teams.create({"name": "paging"})
+    await acme.teams.members.create(team.id, {"user": lead["id"]})
+    thread = await acme.teams.threads.create(team.id, {"thread": {"title": "log"}})
+    path = f"/teams/{team.id}/threads/{thread.id}/messages"
+    for i in range(5):
+        native(server, acme_key, "POST", path, content=f"m{i}", user_id=lead["id"])
+
+    async def contents(**params: Any) -> tuple[list[str], str | None, str | None]:
+        page = (await acme.threads.messages(thread.id, **params)).data
+        return [m.content for m in page.messages], page.before_cursor, page.after_cursor
+
+    texts, before, after = await contents(limit=2)
+    assert texts == ["m3", "m4"] and before and after is None
+    texts, before, after = await contents(limit=2, before_cursor=before)
+    assert texts == ["m1", "m2"] and before and after
+    texts, before, after = await contents(limit=2, before_cursor=before)
+    assert texts == ["m0"] and before is None and after
+    texts, _, _ = await contents(limit=10, after_cursor=after)
+    assert texts == ["m1", "m2", "m3", "m4"]
+    texts, _, _ = await contents(limit=10)
+    assert texts == [f"m{i}" for i in range(5)]

@@ -81,10 +81,16 @@ async def test_the_sdk_socket_joins_posts_and_hears_the_other_org(served: tuple[
         page = await globex.threads.messages(thread.id)
         assert [m.id for m in page.data.messages] == [asked["id"], reply["message"]["id"]]
 
-        # a late joiner gets the history in the join reply, and pages with after_cursor
+        # a late joiner gets the newest history in the join reply, and pages back and forth
         late_socket = await globex.open_socket(auto_reconnect=False)
         late = await ApiChatChannel.join_team_thread(late_socket, team.id, thread.id, limit=1)
+        assert [m["id"] for m in late.join_response["messages"]] == [reply["message"]["id"]]
+        assert late.join_response["after_cursor"] is None
+        cursor = late.join_response["before_cursor"]
+        await late.leave()
+        late = await ApiChatChannel.join_team_thread(late_socket, team.id, thread.id, before_cursor=cursor)
         assert [m["id"] for m in late.join_response["messages"]] == [asked["id"]]
+        assert late.join_response["before_cursor"] is None
         cursor = late.join_response["after_cursor"]
         await late.leave()
         late = await ApiChatChannel.join_team_thread(late_socket, team.id, thread.id, after_cursor=cursor)
@@ -95,6 +101,35 @@ async def test_the_sdk_socket_joins_posts_and_hears_the_other_org(served: tuple[
         assert acme_socket.is_connected and globex_socket.is_connected
         assert len(heard) == 2  # the repeated idempotency_key broadcast nothing
 
+        # the same thread through the org topic (acme's own org) and the user topic (globex's key)
+        acme_org = (await acme.users.me()).org
+        globex_org = (await globex.users.me()).org
+        assert acme_org and globex_org and acme_org != globex_org
+        by_org = await ApiChatChannel.join_org_thread(acme_socket, acme_org, thread.id, limit=1)
+        assert [m["id"] for m in by_org.join_response["messages"]] == [reply["message"]["id"]]
+        by_user = await ApiChatChannel.join_user_thread(globex_socket, thread.id)
+        assert [m["id"] for m in by_user.join_response["messages"]] == [asked["id"], reply["message"]["id"]]
+        heard_org: list[Any] = []
+        heard_user: list[Any] = []
+        by_org.on_message_added(heard_org.append)
+        by_user.on_message_added(heard_user.append)
+        via = await by_org.api_chat_post_message({"content": "via org", "metadata": {"user_id": lead["id"]}})
+        assert via["status"] == "ok", via
+
+        async def both_heard() -> Any:
+            return heard_org and heard_user
+
+        await eventually(both_heard, "message_added on the org and user topics")
+        assert heard_org[0]["message"]["content"] == heard_user[0]["message"]["content"] == "via org"
+        assert heard_user[0]["thread_id"] == thread.id
+        await by_org.leave()
+        await by_user.leave()
+        # another org's id in the org topic, and a topic this dialect does not serve: not_found
+        with pytest.raises(ChannelError, match="not_found"):
+            await ApiChatChannel.join_org_thread(acme_socket, globex_org, thread.id)
+        with pytest.raises(ChannelError, match="not_found"):
+            await ApiChatChannel.join_user_keyed(acme_socket, "some-key")
+
         # globex's private thread: refused to acme's socket, as if it did not exist
         gteam = await globex.teams.create({"name": "globex-internal"})
         secret = await globex.teams.threads.create(gteam.id, {"thread": {"title": "internal-qa"}})
@@ -102,6 +137,10 @@ async def test_the_sdk_socket_joins_posts_and_hears_the_other_org(served: tuple[
             await ApiChatChannel.join_team_thread(acme_socket, gteam.id, secret.id)
         with pytest.raises(ChannelError, match="not_found"):
             await ApiChatChannel.join_team_thread(acme_socket, team.id, secret.id)
+        with pytest.raises(ChannelError, match="not_found"):
+            await ApiChatChannel.join_org_thread(acme_socket, acme_org, secret.id)
+        with pytest.raises(ChannelError, match="not_found"):
+            await ApiChatChannel.join_user_thread(acme_socket, secret.id)
 
         await globex_chat.leave()
         await acme_chat.api_chat_post_message(

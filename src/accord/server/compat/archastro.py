@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...hub import Hub, Session
 from ...model.envelope import Envelope
 from ...model.errors import InvalidInput, NotFound, Unauthenticated
+from ...model.events import EV_TEXT
 from ...model.identity import Passport
 from ...model.records import Membership, Team
 from ...model.routines import Routine, Run
@@ -279,7 +280,7 @@ async def create_thread(team_id: str, body: ThreadIn, session: Auth, hub: HubDep
     }
 
 
-def _team_of_thread(hub: Hub, thread_id: str) -> str:
+def team_of_thread(hub: Hub, thread_id: str) -> str:
     for team_id, threads in hub.registry.team_threads.items():
         if any(c == thread_id for c, _ in threads):
             return team_id
@@ -287,6 +288,66 @@ def _team_of_thread(hub: Hub, thread_id: str) -> str:
 
 
 _Cursor = Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")]
+_WINDOW_MAX = 4096
+
+
+async def _before(hub: Hub, session: Session, thread_id: str, end: int, count: int) -> list[Envelope]:
+    """Up to ``count`` visible text envelopes with seq < ``end``, oldest first.
+
+    The hub reads forward only (``read_thread``) or the tail (``read_last``); reading backward from a
+    cursor is emulated here with the hub's raw log read over growing windows below ``end`` (a stream's
+    seqs are 1, 2, 3, …), filtered with the hub's own audience rule. The caller has already passed the
+    hub's privacy check for the thread.
+    """
+    out: list[Envelope] = []
+    window = max(2 * count, 64)
+    while end > 1 and len(out) < count:
+        start = max(0, end - 1 - window)
+        batch = await hub.read_wal(thread_id, after_seq=start, limit=end - 1 - start)
+        seen = [e for e in batch if e.seq < end and e.event_type == EV_TEXT and hub.may_see(session, e)]
+        out = seen + out
+        end = start + 1
+        window = min(window * 2, _WINDOW_MAX)
+    return out[-count:] if count else []
+
+
+async def history(
+    hub: Hub,
+    session: Session,
+    team_id: str,
+    thread_id: str,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+) -> dict[str, Any]:
+    """One page of a thread as ArchAstro pages it (REST and the socket's join reply).
+
+    No cursor: the newest ``limit`` messages; ``before``: the ``limit`` messages before it; ``after``
+    (bounded by ``before`` if both): the ``limit`` messages after it — oldest first within the page.
+    The answer's ``before_cursor``/``after_cursor`` are the page's first/last message, null when
+    nothing more is visible that way.
+    """
+    if after is not None:
+        envs, _ = await hub.teams.read_thread(session, team_id, thread_id, after_seq=after, limit=limit)
+        if before is not None:  # both: the first ``limit`` messages between them
+            envs = [e for e in envs if e.seq < before]
+    else:
+        # the hub's privacy check (audited, not_found for a thread this org may not see); reads nothing
+        last = await hub.store.last_seq(thread_id)
+        await hub.teams.read_thread(session, team_id, thread_id, after_seq=last, limit=1)
+        end = last + 1 if before is None else min(before, last + 1)
+        envs = await _before(hub, session, thread_id, end, limit)
+    earlier = bool(envs) and bool(await _before(hub, session, thread_id, envs[0].seq, 1))
+    later = False
+    if envs:
+        more, _ = await hub.teams.read_thread(session, team_id, thread_id, after_seq=envs[-1].seq, limit=1)
+        later = bool(more)
+    return {
+        "messages": [message(hub, e, team_id) for e in envs],
+        "before_cursor": str(envs[0].seq) if earlier else None,
+        "after_cursor": str(envs[-1].seq) if later else None,
+    }
 
 
 @router.get("/threads/{thread_id}/messages")
@@ -298,20 +359,12 @@ async def list_messages(
     after_cursor: _Cursor = None,
     before_cursor: _Cursor = None,
 ) -> dict[str, Any]:
-    """Oldest first from ``after_cursor`` (the start without one); ``after_cursor`` in the answer
-    continues (null at the end). ``before_cursor`` is not supported yet."""
-    if before_cursor is not None:
-        raise InvalidInput("before_cursor is not supported: page forward with after_cursor")
-    team_id = _team_of_thread(hub, thread_id)
-    after = int(after_cursor) if after_cursor else 0
-    envs, next_seq = await hub.teams.read_thread(session, team_id, thread_id, after_seq=after, limit=limit)
-    return {
-        "data": {
-            "messages": [message(hub, e, team_id) for e in envs],
-            "before_cursor": str(envs[0].seq - 1) if envs and envs[0].seq > 1 else None,
-            "after_cursor": str(next_seq) if next_seq else None,
-        }
-    }
+    """The newest ``limit`` messages, or those before ``before_cursor`` / after ``after_cursor``."""
+    team_id = team_of_thread(hub, thread_id)
+    after = int(after_cursor) if after_cursor else None
+    before = int(before_cursor) if before_cursor else None
+    page = await history(hub, session, team_id, thread_id, limit=limit, after=after, before=before)
+    return {"data": page}
 
 
 # --- routines -------------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ A thin translation layer over the native socket (``server/socket.py``: the same 
 and connection life) and the same hub services as ``/v1``:
 
 * ``phoenix`` / ``heartbeat`` → ``phx_reply`` ok;
-* ``api:chat:team:{team}:thread:{thread}`` / ``phx_join`` with ``{limit, after_cursor}`` → ok with
-  ``{messages, before_cursor, after_cursor}`` (oldest first from ``after_cursor``, as REST reads them),
-  then every later message the key may see as ``message_added {thread_id, message}``. A thread the
-  key's org may not see is refused with ``not_found``, exactly like an unknown one;
+* ``api:chat:team:{team}:thread:{thread}``, ``api:chat:org:{org}:thread:{thread}`` (the key's own org)
+  and ``api:chat:user:thread:{thread}`` (a person/agent key: its subject takes part) / ``phx_join``
+  with ``{limit, before_cursor, after_cursor}`` → ok with ``{messages, before_cursor, after_cursor}``
+  (a page as REST reads it: the newest without a cursor), then every later message the key may see as
+  ``message_added {thread_id, message}``. A thread the key may not see, or any other topic, is refused
+  with ``not_found``, exactly like an unknown one;
 * ``api:chat:post_message`` ``{content, idempotency_key, metadata}`` → posts as the key's subject (an
   admin key names the poster in ``metadata.agent_id`` or ``metadata.user_id``) through ``hub.submit``;
   ``idempotency_key`` is the ``client_msg_id``, so a repeat stores nothing and gets the first message.
@@ -28,27 +30,54 @@ from ...model.envelope import Envelope, Proposal
 from ...model.errors import AccordError, InvalidInput, NotFound
 from ...model.events import EV_TEXT
 from ..socket import _Connection, _Topic, serve
-from .archastro import authenticate, message
+from .archastro import authenticate, history, message, team_of_thread
 
 router = APIRouter()
 
-PREFIX = "api:chat:team:"
+PREFIX = "api:chat:"
+TEAM = "api:chat:team:"
+ORG = "api:chat:org:"
+USER = "api:chat:user:thread:"
 POST = "api:chat:post_message"
 _CONTENT_MAX = 100_000
 
 
-def _parse(topic: str) -> tuple[str, str]:
-    """``api:chat:team:{team}:thread:{thread}`` → (team, thread)."""
-    team, sep, thread = topic[len(PREFIX) :].partition(":thread:")
-    if not (sep and team and thread) or ":" in thread:
-        raise NotFound(f"unknown topic {topic!r}")
-    return team, thread
+async def _resolve(hub: Hub, session: Session, topic: str) -> tuple[str, str]:
+    """A thread topic → (team, thread); ``not_found`` for anything this key may not join.
+
+    ``api:chat:team:{team}:thread:{thread}`` names both; ``api:chat:org:{org}:thread:{thread}`` must
+    name the key's own org; ``api:chat:user:thread:{thread}`` needs a key whose subject (if any) is a
+    participant. The thread's visibility itself is checked by the hub when the history is read.
+    """
+    unknown = NotFound(f"unknown topic {topic!r}")
+    if topic.startswith(USER):
+        thread = topic[len(USER) :]
+        if not thread or ":" in thread:
+            raise unknown
+        team = team_of_thread(hub, thread)
+        subject = session.subject
+        if subject is not None and subject not in hub.registry.team_members.get(team, {}):
+            state = await hub.channel_state(thread)
+            if subject not in state.participants:
+                raise NotFound(f"unknown thread {thread!r}")
+        return team, thread
+    for prefix in (TEAM, ORG):
+        if topic.startswith(prefix):
+            owner, sep, thread = topic[len(prefix) :].partition(":thread:")
+            if not (sep and owner and thread) or ":" in thread:
+                raise unknown
+            if prefix == TEAM:
+                return owner, thread
+            if owner != session.org_id:
+                raise NotFound(f"unknown thread {thread!r}")
+            return team_of_thread(hub, thread), thread
+    raise unknown
 
 
-def _cursor(payload: dict[str, Any], name: str) -> int:
+def _cursor(payload: dict[str, Any], name: str) -> int | None:
     value = payload.get(name)
     if value is None:
-        return 0
+        return None
     if not isinstance(value, str) or not value.isdigit() or len(value) > 20:
         raise InvalidInput(f"{name} must be a cursor returned by this server")
     return int(value)
@@ -94,16 +123,14 @@ class _ChatConnection(_Connection):
     async def join_thread(self, frame: list[Any]) -> None:
         name = frame[2]
         payload = frame[4] if isinstance(frame[4], dict) else {}
-        team_id, thread_id = _parse(name)
+        team_id, thread_id = await _resolve(self.hub, self.session, name)
         limit = payload.get("limit", 50)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 500:
             raise InvalidInput("limit must be an integer from 1 to 500")
-        if payload.get("before_cursor") is not None:
-            raise InvalidInput("before_cursor is not supported: page forward with after_cursor")
-        after = _cursor(payload, "after_cursor")
-        # the hub's privacy check (audited): not_found for a thread this org may not see
-        envs, next_seq = await self.hub.teams.read_thread(
-            self.session, team_id, thread_id, after_seq=after, limit=limit
+        after, before = _cursor(payload, "after_cursor"), _cursor(payload, "before_cursor")
+        # through the hub's privacy check (audited): not_found for a thread this org may not see
+        page = await history(
+            self.hub, self.session, team_id, thread_id, limit=limit, after=after, before=before
         )
         if name in self.topics:
             self.leave(name)
@@ -119,15 +146,7 @@ class _ChatConnection(_Connection):
         self.topics[name] = topic
         self.teams[name] = team_id
         topic.last_sent = (await self.hub.channel_state(thread_id)).last_seq  # live from here on
-        self.reply(
-            frame,
-            "ok",
-            {
-                "messages": [message(self.hub, e, team_id) for e in envs],
-                "before_cursor": str(envs[0].seq - 1) if envs and envs[0].seq > 1 else None,
-                "after_cursor": str(next_seq) if next_seq else None,
-            },
-        )
+        self.reply(frame, "ok", page)
         for env in topic.pending:
             self.deliver(topic, name, env)
         topic.pending.clear()
