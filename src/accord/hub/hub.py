@@ -306,8 +306,8 @@ class Hub(Reading):
                 )
             if not state.is_open:
                 raise ChannelClosed(f"channel {channel_id} is {state.status}")
-            member = self.registry.members.get(participant_id)
-            if member is None or not member.active or member.passport.org_id != session.org_id:
+            member = self.registry.member_in(session.org_id, participant_id)
+            if member is None:
                 raise UnknownTarget(
                     f"unknown participant {participant_id!r}", details={"target": participant_id}
                 )
@@ -366,6 +366,8 @@ class Hub(Reading):
         state = ch.state
         try:
             self._require_actor(session, proposal.sender_id)
+            if proposal.sender_id not in state.participants:
+                self._not_a_participant(state, proposal.sender_id)
         except AccordError as err:
             await self._refuse(
                 err,
@@ -375,18 +377,6 @@ class Hub(Reading):
                 org_id=session.org_id,
             )
             raise
-        if proposal.sender_id not in state.participants:
-            try:
-                self._not_a_participant(state, proposal.sender_id)
-            except AccordError as err:
-                await self._refuse(
-                    err,
-                    actor=proposal.sender_id,
-                    action=proposal.event_type,
-                    channel_id=state.channel_id,
-                    org_id=session.org_id,
-                )
-                raise
         key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
         if key is not None:
             previous = ch.dedup.get(key)

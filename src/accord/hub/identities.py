@@ -250,8 +250,8 @@ class Identities(HubCore):
     async def set_rule_for(self, session: Session, agent_id: str, rule: Rule) -> None:
         """``set_rule`` over the network: an admin key of the participant's own org (refusals audited)."""
         try:
-            member = self.registry.members.get(agent_id)
-            if member is None or not member.active or member.passport.org_id != session.org_id:
+            member = self.registry.member_in(session.org_id, agent_id)
+            if member is None:
                 raise NotFound(f"unknown participant {agent_id!r}")
             if not session.may_administer:
                 raise AccessDenied("changing a participant's rule needs an org admin key")

@@ -67,8 +67,8 @@ class KnowledgeService(HubService):
 
     def _agent(self, session: Session, agent_id: object) -> str:
         """``agent_id`` as an active agent of the session's org that this key may act as."""
-        member = self.hub.registry.members.get(agent_id) if isinstance(agent_id, str) else None
-        if member is None or not member.active or member.passport.org_id != session.org_id:
+        member = self.hub.registry.member_in(session.org_id, agent_id)
+        if member is None:
             raise NotFound(f"unknown agent {agent_id!r}")
         if member.passport.kind != "agent":
             raise InvalidInput("knowledge belongs to an org or to an agent, not to a person")

@@ -38,8 +38,8 @@ def _check_schedule(event_config: Any) -> None:
 
 class RoutineService(HubService):
     def _agent(self, session: Session, agent_id: str) -> None:
-        member = self.hub.registry.members.get(agent_id) if isinstance(agent_id, str) else None
-        if member is None or not member.active or member.passport.org_id != session.org_id:
+        member = self.hub.registry.member_in(session.org_id, agent_id)
+        if member is None:
             raise NotFound(f"unknown agent {agent_id!r}")
         if member.passport.kind != "agent":
             raise InvalidInput("routines belong to agents, not people")

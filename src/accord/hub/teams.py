@@ -179,8 +179,8 @@ class TeamService(HubService):
         """Add one of ``org_id``'s participants to the team and to every open team thread."""
         registry = self.hub.registry
         role = _text(role, "a member's role", _ROLE_MAX, required=True)
-        member = registry.members.get(member_id) if isinstance(member_id, str) else None
-        if member is None or not member.active or member.passport.org_id != org_id:
+        member = registry.member_in(org_id, member_id)
+        if member is None:
             raise NotFound(f"no participant {member_id!r} in your organization")
         existing = registry.team_members.get(team.team_id, {}).get(member_id)
         if existing is not None:
@@ -317,8 +317,8 @@ class TeamService(HubService):
         self._open(team)
         if team.org_id == session.org_id:
             raise ProtocolViolation("this is your own organization's team: add members directly")
-        member = registry.members.get(member_id) if isinstance(member_id, str) else None
-        if member is None or not member.active or member.passport.org_id != session.org_id:
+        member = registry.member_in(session.org_id, member_id)
+        if member is None:
             raise NotFound(f"no participant {member_id!r} in your organization")
         events: list[tuple[str, dict[str, Any]]] = [
             (RG_INVITE_USED, {"invite_id": invite.invite_id, "at": now})

@@ -136,6 +136,14 @@ class RegistryState:
         team = self.teams.get(team_id)
         return team is not None and (team.org_id == org_id or (team_id, org_id) in self.live_visa)
 
+    def member_in(self, org_id: str, participant_id: object) -> Member | None:
+        """The active participant ``participant_id`` of ``org_id``, else None — for every check where
+        another org's participant must look exactly like one that does not exist (DESIGN §7)."""
+        member = self.members.get(participant_id) if isinstance(participant_id, str) else None
+        if member is None or not member.active or member.passport.org_id != org_id:
+            return None
+        return member
+
     def lookup(self, org_id: str, name: str) -> Member | None:
         agent_id = self.by_name.get((org_id, name))
         return self.members.get(agent_id) if agent_id else None

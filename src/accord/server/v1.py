@@ -284,8 +284,8 @@ async def list_agents(session: Auth, hub: HubDep) -> dict[str, Any]:
 
 @router.get("/agents/{agent_id}", tags=["agents"])
 async def get_agent(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
-    member = hub.registry.members.get(agent_id)
-    if member is None or not member.active or member.passport.org_id != session.org_id:
+    member = hub.registry.member_in(session.org_id, agent_id)
+    if member is None:
         raise NotFound(f"unknown agent {agent_id!r}")
     return _agent(hub, agent_id)
 
@@ -742,8 +742,8 @@ class RuleIn(_Body):
 
 @router.get("/agents/{agent_id}/rule", tags=["agents"])
 async def get_rule(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
-    member = hub.registry.members.get(agent_id)
-    if member is None or not member.active or member.passport.org_id != session.org_id:
+    member = hub.registry.member_in(session.org_id, agent_id)
+    if member is None:
         raise NotFound(f"unknown agent {agent_id!r}")
     return member.rule.to_dict()
 
