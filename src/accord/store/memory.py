@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..model.envelope import Envelope
+from ..model.envelope import Envelope, kept_json
 from ..model.errors import InvalidInput, SeqConflict, StoreError
 from .base import AppendPart, LogStore, OnDone
 
@@ -61,7 +61,7 @@ def check_contiguous(stream: str, envelopes: Sequence[Envelope], expected_last_s
 def encode_state(stream: str, state: dict[str, Any]) -> bytes:
     """Snapshot states are stored as orjson bytes: a private copy the caller cannot mutate."""
     try:
-        return orjson.dumps(state)
+        return kept_json(state)
     except TypeError as exc:
         raise InvalidInput(f"snapshot of {stream!r} is not JSON-serialisable: {exc}") from exc
 
@@ -77,13 +77,23 @@ def conflict(stream: str, expected: int, actual: int) -> SeqConflict:
     )
 
 
+def _decoded(raws: list[bytes]) -> list[Envelope]:
+    decode = Envelope.decode
+    return [decode(raw) for raw in raws]
+
+
 class MemoryStore(LogStore):
-    """A dict of lists. ``log[i]`` holds seq ``i + 1``, so every read is a slice: O(k)."""
+    """A dict of lists. ``log[i]`` holds seq ``i + 1``, so every read is a slice: O(k).
+
+    It keeps each envelope's JSON, not the envelope: the bytes are already computed (every link
+    sends them), they are a third of the object's size, and a reader gets envelopes of its own, as
+    from a durable store.
+    """
 
     persistent = False
 
     def __init__(self) -> None:
-        self._logs: dict[str, list[Envelope]] = {}
+        self._logs: dict[str, list[bytes]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._closed = False
         self._tick_open = False
@@ -139,7 +149,7 @@ class MemoryStore(LogStore):
                 log = self._logs.get(stream)
                 if log is None:
                     log = self._logs[stream] = []
-                log.extend(envelopes)
+                log.extend(env.encoded() for env in envelopes)
                 self.stats.envelopes += len(envelopes)
         self.stats.appends += 1
         fut.set_result(None)
@@ -154,7 +164,7 @@ class MemoryStore(LogStore):
         return fut
 
     # --- reads -------------------------------------------------------------------------------------
-    def _log(self, stream: str) -> list[Envelope]:
+    def _log(self, stream: str) -> list[bytes]:
         if self._closed:
             raise StoreError("the memory store is closed")
         return self._logs.get(stream) or []
@@ -163,16 +173,16 @@ class MemoryStore(LogStore):
         log = self._log(stream)
         start = max(after_seq, 0)
         if limit is None:
-            return log[start:]
+            return _decoded(log[start:])
         if limit <= 0:
             return []
-        return log[start : start + limit]
+        return _decoded(log[start : start + limit])
 
     async def read_last(self, stream: str, count: int) -> list[Envelope]:
         log = self._log(stream)
         if count <= 0:
             return []
-        return log[-count:]
+        return _decoded(log[-count:])
 
     async def last_seq(self, stream: str) -> int:
         return len(self._log(stream))
