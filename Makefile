@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-ws bench-routines clean
+.PHONY: demo test lint typecheck unit bench bench-ws bench-routines bench-compare clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,10 @@ bench-ws: $(STAMP)
 bench-routines: $(STAMP)
 	$(BIN)/python bench/routine_dispatch.py
 
+# Accord vs AG2 (ag2==1.2.1 in bench/compare/.venv-ag2), 5 rounds A B A B: table and plots in
+# bench/results/compare/ (docs/PERFORMANCE.md)
+bench-compare: $(STAMP)
+	$(BIN)/python bench/compare/run.py
+
 clean:
-	rm -rf $(VENV) accord-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/compare/.venv-ag2 accord-data .pytest_cache .mypy_cache .ruff_cache

@@ -126,6 +126,44 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+BENCH_HELP = """Run Accord's side of the performance comparison (docs/PERFORMANCE.md) and print a table.
+
+W1 sequential sends, W2 concurrent conversations, W3 a discussion, W4 reopen and read, W5 idle
+channels' memory, each on the memory and SQLite stores, every cell in a fresh process. The
+side-by-side comparison with AG2 is `make bench-compare`.
+"""
+
+
+@app.command(help=BENCH_HELP)
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Smoke sizes (seconds, not minutes)."),
+    rounds: int = typer.Option(
+        3, "--rounds", min=1, max=50, help="Runs of every cell; medians are reported."
+    ),
+    only: str = typer.Option("w1,w2,w3,w4,w5", "--only", help="Comma-separated workloads."),
+    store: str = typer.Option("memory,sqlite", "--store", help="Comma-separated stores: memory, sqlite."),
+    durability: str = typer.Option("process", "--durability", help="SQLite durability: process|power."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON result per line instead of a table."),
+) -> None:
+    from .benchmarks.cells import ACCORD_STORES
+    from .benchmarks.command import run_bench
+
+    workloads = [w.strip() for w in only.split(",") if w.strip()]
+    stores = [s.strip() for s in store.split(",") if s.strip()]
+    bad = [w for w in workloads if w not in ACCORD_STORES] + [
+        s for s in stores if s not in ("memory", "sqlite")
+    ]
+    if bad or not workloads or not stores:
+        raise typer.BadParameter(
+            f"unknown workload or store {bad}: workloads are w1..w5, stores memory, sqlite"
+        )
+    if durability not in ("process", "power"):
+        raise typer.BadParameter(f"durability must be process or power, not {durability!r}")
+    run_bench(
+        quick=quick, rounds=rounds, only=workloads, stores=stores, durability=durability, as_json=as_json
+    )
+
+
 @app.command()
 def replay(
     channel_id: str = typer.Argument(..., help="The channel (thread) id, e.g. thr_01J…"),
