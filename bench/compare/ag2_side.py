@@ -266,19 +266,24 @@ async def w4_reopen(cell: Any) -> dict[str, Any]:
 
 async def w5_idle_channels(cell: Any) -> dict[str, Any]:
     hub = await _open(cell)
-    a = await _human(hub, "a")
-    await _human(hub, "b", Arrivals(0))
-    for _ in range(20):
-        await a.open(type="conversation", target="b")
+    pairs = []
+    for i in range(cell.parties):
+        a = await _human(hub, f"a{i}")
+        await _human(hub, f"b{i}", Arrivals(0))
+        pairs.append((a, f"b{i}"))
+    for a, b in pairs[:20]:
+        await a.open(type="conversation", target=b)
+    warm = min(20, len(pairs))
     before = measure.rss_bytes()
     t0 = time.perf_counter()
-    for _ in range(cell.n):
-        await a.open(type="conversation", target="b")
+    for k in range(cell.n):
+        a, b = pairs[k % cell.parties]
+        await a.open(type="conversation", target=b)
     elapsed = time.perf_counter() - t0
     after = measure.rss_bytes()
     open_now = len(hub._active_channels)
     await hub.close()
-    assert open_now == cell.n + 20, open_now
+    assert open_now == cell.n + warm, open_now
     per_channel = (after - before) / cell.n
     return {"seconds": elapsed, "rss_before": before, "rss_after": after, "rss_per_channel": per_channel}
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
-from run import PAIRS
+from run import PAIRS, Pair
 
 from accord.benchmarks.cells import TITLES
 from accord.benchmarks.figures import FIGURES, Figure
@@ -44,13 +44,28 @@ def _value(res: dict[str, Any], key: str) -> float:
     return Figure(key, key, True, str).of(res)
 
 
-def _index(results: Results) -> dict[tuple[str, str, str], dict[int, dict[str, Any]]]:
-    """(system, workload, store) → round → result."""
-    idx: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+Index = dict[tuple[str, str, str, int], dict[int, dict[str, Any]]]
+
+
+def _index(results: Results) -> Index:
+    """(system, workload, store, size) → round → result."""
+    idx: Index = defaultdict(dict)
     for res in results:
         c = res["cell"]
-        idx[(res["system"], c["workload"], c["store"])][res["round"]] = res
+        idx[(res["system"], c["workload"], c["store"], c["n"])][res["round"]] = res
     return idx
+
+
+def _size(results: Results, workload: str, pair: Pair) -> int | None:
+    """The size this pair ran at: its own, or the workload's (full or quick, whichever ran)."""
+    if pair.n is not None and any(
+        r["cell"]["n"] == pair.n for r in results if r["cell"]["workload"] == workload
+    ):
+        return pair.n
+    sizes = sorted(
+        {r["cell"]["n"] for r in results if r["cell"]["workload"] == workload and r["system"] == "ag2"}
+    )
+    return sizes[-1] if sizes else None
 
 
 def speedup(a: float, b: float, higher_is_better: bool) -> float:
@@ -63,8 +78,11 @@ def rows(results: Results) -> list[dict[str, Any]]:
     idx = _index(results)
     out = []
     for w, pairs in PAIRS.items():
-        for a_store, b_store in pairs:
-            a_runs, b_runs = idx.get(("accord", w, a_store)), idx.get(("ag2", w, b_store))
+        for pair in pairs:
+            a_store, b_store, n = pair.accord, pair.ag2, _size(results, w, pair)
+            if n is None:
+                continue
+            a_runs, b_runs = idx.get(("accord", w, a_store, n)), idx.get(("ag2", w, b_store, n))
             if not a_runs or not b_runs:
                 continue
             rounds = sorted(set(a_runs) & set(b_runs))
@@ -198,12 +216,29 @@ def _label(system: str, store: str) -> str:
     return f"{'Accord' if system == 'accord' else 'AG2'} {store}"
 
 
-def _bars(ax: Any, workloads: list[str], key: str, idx: Any, scale: float = 1.0) -> None:
+def _largest(idx: Index, system: str, workload: str, store: str) -> dict[int, dict[str, Any]] | None:
+    """The runs of one series at the largest size it ran (W1–W4 run at one size per store)."""
+    sizes = [n for (s, w, st, n) in idx if (s, w, st) == (system, workload, store)]
+    return idx[(system, workload, store, max(sizes))] if sizes else None
+
+
+def _each(idx: Index, workload: str) -> list[tuple[str, str, dict[int, dict[str, Any]]]]:
+    """(label, colour, runs) for every series and size of a workload, in legend order."""
+    out = []
+    for series in SERIES:
+        sizes = sorted(n for (s, w, st, n) in idx if (s, w, st) == (series[0], workload, series[1]))
+        for n in sizes:
+            label = _label(*series) + (f" ({n:,})" if len(sizes) > 1 or workload == "w5" else "")
+            out.append((label, COLOURS[series], idx[(series[0], workload, series[1], n)]))
+    return out
+
+
+def _bars(ax: Any, workloads: list[str], key: str, idx: Index, scale: float = 1.0) -> None:
     width = 0.8 / len(SERIES)
     for i, series in enumerate(SERIES):
         xs, ys, lo, hi = [], [], [], []
         for j, w in enumerate(workloads):
-            runs = idx.get((series[0], w, series[1]))
+            runs = _largest(idx, series[0], w, series[1])
             if not runs:
                 continue
             vals = [_value(r, key) * scale for r in runs.values()]
@@ -222,7 +257,7 @@ def _bars(ax: Any, workloads: list[str], key: str, idx: Any, scale: float = 1.0)
 def plots(results: Results, out: Path) -> list[Path]:
     idx = _index(results)
     written = []
-    have = {w for (_, w, _) in idx}
+    have = {w for (_, w, _, _) in idx}
 
     tp = [w for w in ("w1", "w2", "w3") if w in have]
     if tp:
@@ -230,7 +265,7 @@ def plots(results: Results, out: Path) -> list[Path]:
         _bars(ax, tp, "throughput", idx)
         ax.set_ylabel("messages per second (log)")
         ax.set_title("Throughput per workload (median of rounds; bars span min–max)")
-        ax.legend(fontsize=8, ncol=2)
+        ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.08))
         fig.tight_layout()
         written.append(out / "throughput.png")
         fig.savefig(written[-1], dpi=110)
@@ -239,7 +274,7 @@ def plots(results: Results, out: Path) -> list[Path]:
     if "w1" in have:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for series in SERIES:
-            runs = idx.get((series[0], "w1", series[1]))
+            runs = _largest(idx, series[0], "w1", series[1])
             if not runs:
                 continue
             curves = [r["latency_pcts"] for r in runs.values() if r.get("latency_pcts")]
@@ -265,17 +300,15 @@ def plots(results: Results, out: Path) -> list[Path]:
             (ax2, "rss_peak", 1 / 2**20, "peak RSS (MiB)"),
         ):
             names, vals, colours = [], [], []
-            for series in SERIES:
-                runs = idx.get((series[0], "w5", series[1]))
-                if runs:
-                    names.append(_label(*series))
-                    vals.append(statistics.median(_value(r, key) for r in runs.values()) * scale)
-                    colours.append(COLOURS[series])
+            for name, colour, runs in _each(idx, "w5"):
+                names.append(name)
+                vals.append(statistics.median(_value(r, key) for r in runs.values()) * scale)
+                colours.append(colour)
             ax.bar(range(len(vals)), vals, color=colours)
             ax.set_xticks(range(len(vals)), names, rotation=30, ha="right", fontsize=8)
             ax.set_title(label, fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-        fig.suptitle("W5: memory with idle open channels")
+        fig.suptitle("W5: memory with idle open channels (channels opened in brackets)")
         fig.tight_layout()
         written.append(out / "memory_per_channel.png")
         fig.savefig(written[-1], dpi=110)
@@ -288,12 +321,10 @@ def plots(results: Results, out: Path) -> list[Path]:
             (ax2, "tail_read_s", "read last 10 (s, log)"),
         ):
             names, vals, colours = [], [], []
-            for series in SERIES:
-                runs = idx.get((series[0], "w4", series[1]))
-                if runs:
-                    names.append(_label(*series))
-                    vals.append(statistics.median(_value(r, key) for r in runs.values()))
-                    colours.append(COLOURS[series])
+            for name, colour, runs in _each(idx, "w4"):
+                names.append(name)
+                vals.append(statistics.median(_value(r, key) for r in runs.values()))
+                colours.append(colour)
             ax.bar(range(len(vals)), vals, color=colours)
             ax.set_yscale("log")
             ax.set_xticks(range(len(vals)), names, rotation=30, ha="right", fontsize=8)

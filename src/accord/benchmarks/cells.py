@@ -30,7 +30,8 @@ class Cell:
     * w3 — ``n`` turns round-robin among ``parties`` in one discussion, until all others received all;
     * w4 — reopen a hub whose store holds one channel with ``n`` envelopes, read it all, then
       ``tail_reads`` reads of its last 10;
-    * w5 — ``n`` idle conversations open at once: RSS per channel and peak RSS.
+    * w5 — ``n`` idle conversations open at once, spread over ``parties`` pairs of participants (as
+      many agents with a few channels each, not two with thousands): RSS per channel and peak RSS.
 
     ``windows`` (``[(history length, sends), …]``) asks a side to measure a few windows at those
     history lengths instead of every send, for stores whose per-send cost grows with the log (see
@@ -79,14 +80,14 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
         "w2": {"n": 1_000, "channels": 100},
         "w3": {"n": 10_000, "parties": 5},
         "w4": {"n": 100_000, "tail_reads": 1_000},
-        "w5": {"n": 10_000},
+        "w5": {"n": 10_000, "parties": 100},
     },
     "quick": {
         "w1": {"n": 200},
         "w2": {"n": 40, "channels": 5},
         "w3": {"n": 100, "parties": 5},
         "w4": {"n": 500, "tail_reads": 50},
-        "w5": {"n": 200},
+        "w5": {"n": 200, "parties": 5},
     },
 }
 
