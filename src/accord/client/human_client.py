@@ -23,6 +23,9 @@ OnEnvelope = Callable[[Envelope], Awaitable[None] | None]
 
 
 class HumanClient(ParticipantClient):
+    # a callback or a pull queue with room takes an envelope synchronously: skip the dispatcher's hop
+    direct_delivery = True
+
     def __init__(
         self,
         conn: Connection,
@@ -43,6 +46,16 @@ class HumanClient(ParticipantClient):
                 await result
             return
         await self._pull.put(env)
+
+    def handles_now(self, env: Envelope) -> bool:
+        return self.on_envelope is not None or not self._pull.full()
+
+    def handle_now(self, env: Envelope) -> Awaitable[None] | None:
+        """``handle`` without the coroutine: the callback's own awaitable (if any) is what remains."""
+        if self.on_envelope is not None:
+            return self.on_envelope(env)
+        self._pull.put_nowait(env)  # handles_now saw room, and nothing ran since
+        return None
 
     async def next_envelope(self, timeout: float | None = None) -> Envelope:
         """The next envelope for this person; ``HubClosed`` once the client is closed."""

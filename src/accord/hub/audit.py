@@ -40,6 +40,36 @@ def _chain(prev: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _stored_json(rec: Envelope, canonical: bytes, digest: str) -> bytes:
+    """``rec.encoded()`` built around the body's canonical JSON rather than by encoding it again.
+
+    The layout is ``Envelope.encoded()``'s (same keys in the same order); only ``event_data`` differs
+    in key order (sorted, then ``hash``), which JSON readers do not see. Joined pieces make a bytes
+    object of its own size, as ``kept_json`` would.
+    """
+    return b"".join(
+        (
+            b'{"envelope_id":',
+            orjson.dumps(rec.envelope_id),
+            b',"channel_id":',
+            orjson.dumps(rec.channel_id),
+            b',"seq":',
+            b"%d" % rec.seq,
+            b',"ts":',
+            orjson.dumps(rec.ts),
+            b',"event_type":',
+            orjson.dumps(rec.event_type),
+            b',"event_data":',
+            canonical[:-1],
+            b',"hash":"',
+            digest.encode(),
+            b'"},"sender_id":',
+            orjson.dumps(rec.sender_id),
+            b',"audience":null,"causation_id":null}',
+        )
+    )
+
+
 class AuditChain:
     """Builds chained audit records. Not thread-safe; the hub owns one."""
 
@@ -50,20 +80,24 @@ class AuditChain:
         self.last_hash = last_hash
 
     def _record(self, event_type: str, body: dict[str, Any], ts: float) -> Envelope:
-        self.last_seq += 1
-        body["prev"] = self.last_hash
-        digest = _chain(self.last_hash, body)
+        """Chain ``body`` and wrap it in the audit stream's next envelope, encoding the body once.
+
+        The canonical (key-sorted) JSON that the hash covers is also what the record stores as its
+        ``event_data``, with ``"hash"`` appended (see ``_stored_json``). A verifier decodes it, drops
+        ``hash`` and re-encodes it sorted, which gives back the same canonical bytes: records written
+        before (when the body was encoded again, unsorted, for storage) and after verify alike.
+        """
+        seq = self.last_seq = self.last_seq + 1
+        prev = self.last_hash
+        body["prev"] = prev
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(prev.encode() + canonical).hexdigest()
         body["hash"] = digest
         self.last_hash = digest
-        return Envelope(
-            envelope_id=f"aud_{self.last_seq}",  # an audit record is identified by its seq in the chain
-            channel_id=AUDIT_STREAM,
-            seq=self.last_seq,
-            ts=ts,
-            event_type=event_type,
-            event_data=body,
-            sender_id=HUB_SENDER,
-        )
+        # an audit record is identified by its seq in the chain
+        rec = Envelope(f"aud_{seq}", AUDIT_STREAM, seq, ts, event_type, body, HUB_SENDER)
+        rec._json = _stored_json(rec, canonical, digest)
+        return rec
 
     def envelope(self, env: Envelope, stream: str, *, org: str | None = None) -> Envelope:
         body = {

@@ -292,27 +292,25 @@ class HubCore:
             audits.extend(self._audit.envelope(e, REGISTRY_STREAM, org=org) for e in reg_envs)
         parts.append((AUDIT_STREAM, audits, audits[0].seq - 1))
         ch.since_snapshot += len(envs)
-        # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
-        # is cancelled while waiting for its ack must not leave a durable envelope undelivered.
-        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+        # Fan-out runs from the store's completion callback, not from this coroutine: a sender that
+        # is cancelled while waiting for its ack must not leave a durable envelope undelivered. The
+        # store completes the future it returns only after that callback ran, so it is the ack.
         def durable(failure: BaseException | None) -> None:
             if failure is not None:
                 self._store_failed(cid, failure)
-                err = failure if isinstance(failure, AccordError) else StoreError(f"append failed: {failure}")
-                if not ack.done():
-                    ack.set_exception(err)
                 return
             try:
                 self._after_commit(ch, envs, observations)
             except Exception:
                 log.exception("fan-out failed after a durable commit in %s", cid)
-            finally:
-                if not ack.done():
-                    ack.set_result(None)
 
-        self.store.append_group(parts, durable)
-        await ack
+        try:
+            await self.store.append_group(parts, durable)
+        except AccordError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"append failed: {exc}") from exc
 
     def _after_commit(self, ch: _Channel, envs: list[Envelope], observations: list[tuple[str, bool]]) -> None:
         state = ch.state

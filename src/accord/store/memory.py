@@ -82,6 +82,19 @@ def _decoded(raws: list[bytes]) -> list[Envelope]:
     return [decode(raw) for raw in raws]
 
 
+def _settle(fut: asyncio.Future[None], failure: SeqConflict | None, on_done: OnDone) -> None:
+    """Tell ``on_done`` the outcome, then complete the future (unless its awaiter was cancelled)."""
+    try:
+        on_done(failure)
+    except Exception:  # the callback's owner logs its own errors, as with the sqlite store
+        pass
+    if not fut.done():
+        if failure is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(failure)
+
+
 class MemoryStore(LogStore):
     """A dict of lists. ``log[i]`` holds seq ``i + 1``, so every read is a slice: O(k).
 
@@ -117,43 +130,50 @@ class MemoryStore(LogStore):
     def append_group(
         self, parts: Sequence[AppendPart], on_done: OnDone | None = None
     ) -> asyncio.Future[None]:
-        """Applied at once; ``on_done`` runs on the next loop iteration, so a sender still yields."""
+        """Applied at once. With ``on_done``, it runs on the next loop iteration (so a sender still
+        yields) and the returned future completes right after it, as with the durable stores."""
         loop = self._begin()
-        fut = self._append_now(loop, parts)
+        failure = self._append_now(parts)
+        fut: asyncio.Future[None] = loop.create_future()
         if on_done is not None:
-            loop.call_soon(on_done, fut.exception())
+            loop.call_soon(_settle, fut, failure, on_done)
+        elif failure is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(failure)
         return fut
 
-    def _append_now(
-        self, loop: asyncio.AbstractEventLoop, parts: Sequence[AppendPart]
-    ) -> asyncio.Future[None]:
+    def _append_now(self, parts: Sequence[AppendPart]) -> SeqConflict | None:
+        """Apply the group, or return the conflict that refuses all of it (raise on bad input)."""
+        logs = self._logs
+        planned: dict[str, int] = {}
+        encoded: list[list[bytes]] = []
+        conflicted: SeqConflict | None = None
         for stream, envelopes, expected_last_seq in parts:
             check_contiguous(stream, envelopes, expected_last_seq)
             try:
-                for env in envelopes:
-                    env.encoded()  # refuse what a durable store could not write, and warm the shared bytes
+                # refuse what a durable store could not write, and warm the shared bytes
+                encoded.append([env.encoded() for env in envelopes])
             except TypeError as exc:
                 raise unserialisable(stream, exc) from exc
-        fut: asyncio.Future[None] = loop.create_future()
-        planned: dict[str, int] = {}
-        for stream, envelopes, expected_last_seq in parts:
-            log = self._logs.get(stream)
-            last = planned.get(stream, len(log) if log is not None else 0)
-            if last != expected_last_seq:
-                self.stats.conflicts += 1
-                fut.set_exception(conflict(stream, expected_last_seq, last))
-                return fut
-            planned[stream] = last + len(envelopes)
-        for stream, envelopes, _ in parts:
-            if envelopes:
-                log = self._logs.get(stream)
+            if conflicted is None:
+                log = logs.get(stream)
+                last = planned.get(stream, len(log) if log is not None else 0)
+                if last != expected_last_seq:
+                    conflicted = conflict(stream, expected_last_seq, last)
+                planned[stream] = last + len(envelopes)
+        if conflicted is not None:
+            self.stats.conflicts += 1
+            return conflicted
+        for (stream, _, _), data in zip(parts, encoded, strict=True):
+            if data:
+                log = logs.get(stream)
                 if log is None:
-                    log = self._logs[stream] = []
-                log.extend(env.encoded() for env in envelopes)
-                self.stats.envelopes += len(envelopes)
+                    log = logs[stream] = []
+                log.extend(data)
+                self.stats.envelopes += len(data)
         self.stats.appends += 1
-        fut.set_result(None)
-        return fut
+        return None
 
     def put_snapshot(self, stream: str, seq: int, state: dict[str, Any]) -> asyncio.Future[None]:
         loop = self._begin()

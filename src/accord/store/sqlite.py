@@ -148,7 +148,10 @@ _SAFETY_AUTOCHECKPOINT: Final = 4 * _CHECKPOINT_PAGES
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 #: forget cached last seqs beyond this many streams (the cache is reloaded lazily from the log)
 _MAX_CACHED_STREAMS: Final = 200_000
-_PAGE_CACHE_KIB: Final = 16 * 1024
+#: page cache per connection: SQLite's own default size. It was 16 MiB; W5 of bench/compare showed
+#: the writer's cache filling with every page it wrote (5 KiB per idle channel at 2,000 channels),
+#: and 2 MiB measured no slower on W1, W2 and W4 (reopen and read 100,000 envelopes).
+_PAGE_CACHE_KIB: Final = 2 * 1024
 
 # A queued write: (stream, rows, expected_last_seq, future, None) for an append, whose rows are
 # (stream, seq, data) ready for executemany; (stream, None, seq, future, data) for a snapshot.
