@@ -57,15 +57,17 @@ def _index(results: Results) -> Index:
 
 
 def _size(results: Results, workload: str, pair: Pair) -> int | None:
-    """The size this pair ran at: its own, or the workload's (full or quick, whichever ran)."""
-    if pair.n is not None and any(
-        r["cell"]["n"] == pair.n for r in results if r["cell"]["workload"] == workload
-    ):
+    """The size this pair ran at: W5's memory pairs at ``--w5-channels``, others at their own or
+    the workload's size (full or quick, whichever ran): the largest AG2 ran for that store."""
+    ran = {r["cell"]["n"] for r in results if r["system"] == "ag2" and r["cell"]["workload"] == workload}
+    if pair.n is not None and not (workload == "w5" and pair.ag2 == "memory") and pair.n in ran:
         return pair.n
-    sizes = sorted(
-        {r["cell"]["n"] for r in results if r["cell"]["workload"] == workload and r["system"] == "ag2"}
-    )
-    return sizes[-1] if sizes else None
+    mine = {
+        r["cell"]["n"]
+        for r in results
+        if r["system"] == "ag2" and r["cell"]["workload"] == workload and r["cell"]["store"] == pair.ag2
+    }
+    return max(mine) if mine else None
 
 
 def speedup(a: float, b: float, higher_is_better: bool) -> float:

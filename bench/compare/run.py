@@ -16,8 +16,9 @@ stores rewrite a channel's whole log on every append, so its sends get slower as
 (20,000 sends on its SQLite store take about 20 minutes). For W1–W3 AG2 is timed on windows of
 sends at several history lengths and the total is integrated from the measured per-send costs
 (``accord.benchmarks.measure.integrate_windows``); the rows say "estimated", and PERFORMANCE.md
-shows the estimate against full runs. W5 opens 10,000 channels against AG2's memory store, but
-fewer against its disk (2,000) and SQLite (500) stores, whose opens cost 7 and 28 ms each.
+shows the estimate against full runs. W5 opens 5,000 channels against AG2's memory store (10,000
+with ``--w5-channels 10000``, 2 minutes more), 1,000 against its disk and 300 against its SQLite
+store, whose opens cost ~5 and ~30 ms each.
 
 Results go to ``--out`` (default ``bench/results/compare``): ``results.json`` (every cell's raw
 result), ``table.md``, and the PNG plots.
@@ -65,24 +66,27 @@ _LIKE_FOR_LIKE = (
     Pair("sqlite", "disk"),
 )
 #: Accord's default store is SQLite, so "Accord sqlite vs AG2 memory" is the row the targets use.
-#: W5 opens as many channels as each AG2 store can in the time: one open costs AG2 ~1 ms on its
-#: memory store, ~7 ms on disk (several files per channel) and ~28 ms on SQLite (an fsync'd
-#: transaction per write), against ~0.6 ms for Accord on either store.
+#: W5 opens as many channels as each AG2 store can in the time: AG2 takes ~2.5 ms per open on its
+#: memory store at 10,000 channels (25 s a round), ~5 ms on disk (several files per channel) and
+#: ~30 ms on SQLite (an fsync'd transaction per write), against ~0.4 ms for Accord on either store.
+#: ``--w5-channels 10000`` runs the memory pairs at the issue's 10,000.
+W5_MEMORY_CHANNELS = 5_000
 PAIRS: dict[str, tuple[Pair, ...]] = {
     "w1": _LIKE_FOR_LIKE,
     "w2": _LIKE_FOR_LIKE,
     "w3": _LIKE_FOR_LIKE,
     "w4": (Pair("sqlite", "sqlite"), Pair("sqlite", "disk")),
     "w5": (
-        Pair("memory", "memory"),
-        Pair("sqlite", "memory"),
-        Pair("sqlite", "disk", 2_000),
-        Pair("sqlite", "sqlite", 500),
+        Pair("memory", "memory", W5_MEMORY_CHANNELS),
+        Pair("sqlite", "memory", W5_MEMORY_CHANNELS),
+        Pair("sqlite", "disk", 1_000),
+        Pair("sqlite", "sqlite", 300),
     ),
 }
 
-#: AG2's windows at full size, (history length, sends): 5 lengths spanning the run. Narrower on
-#: SQLite, where one send at 20,000 envelopes of history takes ~0.1 s (a rewrite and an fsync).
+#: AG2's windows at full size, (history length, sends), spanning the run: 5 lengths, or 3 where a
+#: send is slow (its cost grows linearly with the history, and 3 points integrate a line exactly).
+#: Narrower on SQLite, where one send at 20,000 envelopes of history takes ~0.1 s.
 _SPREAD = {"w1": 20_000, "w2": 1_000, "w3": 10_000}
 _WIDTH = {
     ("w1", "memory"): 200,
@@ -95,13 +99,15 @@ _WIDTH = {
     ("w3", "disk"): 100,
     ("w3", "sqlite"): 10,
 }
+_POINTS = {("w1", "sqlite"): 3, ("w2", "sqlite"): 3, ("w2", "disk"): 3}
 #: AG2 reads the whole log to return its last 10 (~1.3 s at 100,000), so it gets fewer tail reads
 AG2_TAIL_READS = 3
 
 
 def windows(workload: str, store: str) -> tuple[tuple[int, int], ...]:
     total, width = _SPREAD[workload], _WIDTH[(workload, store)]
-    return tuple((min(total - width, total * i // 4), width) for i in range(5))
+    points = _POINTS.get((workload, store), 5)
+    return tuple((min(total - width, total * i // (points - 1)), width) for i in range(points))
 
 
 @dataclass(frozen=True)
@@ -112,13 +118,14 @@ class Plan:
     ag2: dict[str, list[Cell]]
 
 
-def make_plan(workloads: list[str], *, quick: bool, durability: str) -> Plan:
+def make_plan(workloads: list[str], *, quick: bool, durability: str, w5_channels: int) -> Plan:
     accord: dict[str, list[Cell]] = {}
     ag2: dict[str, list[Cell]] = {}
     for w in workloads:
         accord[w], ag2[w] = [], []
         for pair in PAIRS[w]:
-            n = {} if quick or pair.n is None else {"n": pair.n}
+            size = w5_channels if pair.n == W5_MEMORY_CHANNELS else pair.n
+            n = {} if quick or size is None else {"n": size}
             a = cell(w, pair.accord, quick=quick, durability=durability, **n)  # type: ignore[arg-type]
             extra: dict[str, Any] = dict(n)
             if w in _SPREAD and not quick:
@@ -222,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="w1,w2,w3,w4,w5", help="comma-separated workloads (default all)")
     parser.add_argument(
+        "--w5-channels", type=int, default=W5_MEMORY_CHANNELS, help="W5 channels against AG2's memory store"
+    )
+    parser.add_argument(
         "--durability", default="process", choices=("process", "power"), help="Accord's SQLite"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare", help="output dir")
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     b_python = ag2_python(console)
     a_python = Path(sys.executable)
-    plan = make_plan(workloads, quick=args.quick, durability=args.durability)
+    plan = make_plan(workloads, quick=args.quick, durability=args.durability, w5_channels=args.w5_channels)
     work = Path(tempfile.mkdtemp(prefix="accord-compare-"))
     results: list[dict[str, Any]] = []
     try:
