@@ -31,9 +31,9 @@ AREAS = (
     ("hub (submit, commit, fan-out)", "accord/hub/"),
     ("protocol fold and checks", "accord/protocol/"),
     ("ids and envelope", "accord/model/"),
-    ("SQLite store", "accord/store/"),
+    ("store (append, group commit)", "accord/store/"),
     ("asyncio event loop", "asyncio/"),
-    ("threads (SQLite checkpoints)", "threading.py"),
+    ("other threads (idle pool, SQLite checkpoints)", "threading.py"),
 )
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:]+):(?P<line>\d+)\)$")
 

@@ -18,7 +18,7 @@ sends at several history lengths and the total is integrated from the measured p
 (``accord.benchmarks.measure.integrate_windows``); the rows say "estimated", and PERFORMANCE.md
 shows the estimate against full runs. W5 opens 5,000 channels against AG2's memory store (10,000
 with ``--w5-channels 10000``, 2 minutes more), 1,000 against its disk and 300 against its SQLite
-store, whose opens cost ~5 and ~30 ms each.
+store, whose opens cost ~5 and ~20–30 ms each.
 
 Results go to ``--out`` (default ``bench/results/compare``): ``results.json`` (every cell's raw
 result), ``table.md``, and the PNG plots.
@@ -68,7 +68,7 @@ _LIKE_FOR_LIKE = (
 #: Accord's default store is SQLite, so "Accord sqlite vs AG2 memory" is the row the targets use.
 #: W5 opens as many channels as each AG2 store can in the time: AG2 takes ~2.5 ms per open on its
 #: memory store at 10,000 channels (25 s a round), ~5 ms on disk (several files per channel) and
-#: ~30 ms on SQLite (an fsync'd transaction per write), against ~0.4 ms for Accord on either store.
+#: ~20–30 ms on SQLite (an fsync'd transaction per write), against ~0.5 ms for Accord on either store.
 #: ``--w5-channels 10000`` runs the memory pairs at the issue's 10,000.
 W5_MEMORY_CHANNELS = 5_000
 PAIRS: dict[str, tuple[Pair, ...]] = {
