@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smoke sizes, one round, no plots' polish")
+    parser.add_argument("--quick", action="store_true", help="smoke sizes, one round (what make test runs)")
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds, A B A B (default 5; 1 with --quick)"
     )
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 5)
+    if rounds < 1 or args.w5_channels < 1:
+        parser.error("--rounds and --w5-channels must be at least 1")
     workloads = [w.strip() for w in args.only.split(",") if w.strip()]
     unknown = [w for w in workloads if w not in PAIRS]
     if unknown:
