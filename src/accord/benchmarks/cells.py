@@ -7,7 +7,7 @@ side's process, so a workload means exactly the same thing to Accord and to AG2.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 Workload = Literal["w1", "w2", "w3", "w4", "w5"]
@@ -49,7 +49,6 @@ class Cell:
     durability: str = "process"
     #: where the side keeps its files (a fresh directory per cell, or the W4 history to reopen)
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sends(self) -> int:
