@@ -1,6 +1,6 @@
 """Accord against AG2's network hub, side by side, on identical workloads (issue 6).
 
-    make bench-compare                            # the whole comparison: ~13 minutes on 2 cores
+    make bench-compare                            # the whole comparison: ~11 minutes on 2 cores
     .venv/bin/python bench/compare/run.py --quick # smoke sizes, one round (what `make test` runs)
     .venv/bin/python bench/compare/run.py --only w1,w4 --rounds 3 --out /tmp/compare
 
