@@ -126,12 +126,12 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-BENCH_HELP = """Run Accord's side of the performance comparison (docs/PERFORMANCE.md) and print a table.
-
-W1 sequential sends, W2 concurrent conversations, W3 a discussion, W4 reopen and read, W5 idle
-channels' memory, each on the memory and SQLite stores, every cell in a fresh process. The
-side-by-side comparison with AG2 is `make bench-compare`.
-"""
+BENCH_HELP = (
+    "Run Accord's side of the performance comparison (docs/PERFORMANCE.md) and print a table.\n\n"
+    "W1 sequential sends, W2 concurrent conversations, W3 a discussion, W4 reopen and read, W5 idle "
+    "channels' memory, each on the memory and SQLite stores, every cell in a fresh process. The "
+    "side-by-side comparison with AG2 is `make bench-compare`."
+)
 
 
 @app.command(help=BENCH_HELP)
