@@ -256,6 +256,33 @@ def _bars(ax: Any, workloads: list[str], key: str, idx: Index, scale: float = 1.
     ax.grid(axis="y", which="both", alpha=0.3)
 
 
+def _two_panels(
+    idx: Index,
+    workload: str,
+    title: str,
+    panels: tuple[tuple[str, float, str], ...],
+    path: Path,
+    *,
+    log: bool,
+) -> Path:
+    """One bar per series and size of ``workload``, one panel per (figure key, scale, label)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(9, 4))
+    for ax, (key, scale, label) in zip(axes, panels, strict=True):
+        series = _each(idx, workload)
+        vals = [statistics.median(_value(r, key) for r in runs.values()) * scale for _, _, runs in series]
+        ax.bar(range(len(vals)), vals, color=[colour for _, colour, _ in series])
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(vals)), [name for name, _, _ in series], rotation=30, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(results: Results, out: Path) -> list[Path]:
     idx = _index(results)
     written = []
@@ -296,47 +323,33 @@ def plots(results: Results, out: Path) -> list[Path]:
         plt.close(fig)
 
     if "w5" in have:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
-        for ax, key, scale, label in (
-            (ax1, "rss_per_channel", 1 / 1024, "KiB of RSS per idle open channel"),
-            (ax2, "rss_peak", 1 / 2**20, "peak RSS (MiB)"),
-        ):
-            names, vals, colours = [], [], []
-            for name, colour, runs in _each(idx, "w5"):
-                names.append(name)
-                vals.append(statistics.median(_value(r, key) for r in runs.values()) * scale)
-                colours.append(colour)
-            ax.bar(range(len(vals)), vals, color=colours)
-            ax.set_xticks(range(len(vals)), names, rotation=30, ha="right", fontsize=8)
-            ax.set_title(label, fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-        fig.suptitle("W5: memory with idle open channels (channels opened in brackets)")
-        fig.tight_layout()
-        written.append(out / "memory_per_channel.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-
+        written.append(
+            _two_panels(
+                idx,
+                "w5",
+                "W5: memory with idle open channels (channels opened in brackets)",
+                (
+                    ("rss_per_channel", 1 / 1024, "KiB of RSS per idle open channel"),
+                    ("rss_peak", 1 / 2**20, "peak RSS (MiB)"),
+                ),
+                out / "memory_per_channel.png",
+                log=False,
+            )
+        )
     if "w4" in have:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
-        for ax, key, label in (
-            (ax1, "seconds", "reopen + full read (s, log)"),
-            (ax2, "tail_read_s", "read last 10 (s, log)"),
-        ):
-            names, vals, colours = [], [], []
-            for name, colour, runs in _each(idx, "w4"):
-                names.append(name)
-                vals.append(statistics.median(_value(r, key) for r in runs.values()))
-                colours.append(colour)
-            ax.bar(range(len(vals)), vals, color=colours)
-            ax.set_yscale("log")
-            ax.set_xticks(range(len(vals)), names, rotation=30, ha="right", fontsize=8)
-            ax.set_title(label, fontsize=10)
-            ax.grid(axis="y", which="both", alpha=0.3)
-        fig.suptitle("W4: reopen a 100,000-envelope channel")
-        fig.tight_layout()
-        written.append(out / "reopen.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(
+            _two_panels(
+                idx,
+                "w4",
+                "W4: reopen a 100,000-envelope channel",
+                (
+                    ("seconds", 1.0, "reopen + full read (s, log)"),
+                    ("tail_read_s", 1.0, "read last 10 (s, log)"),
+                ),
+                out / "reopen.png",
+                log=True,
+            )
+        )
     return written
 
 

@@ -82,12 +82,15 @@ def _decoded(raws: list[bytes]) -> list[Envelope]:
     return [decode(raw) for raw in raws]
 
 
-def _settle(fut: asyncio.Future[None], failure: SeqConflict | None, on_done: OnDone) -> None:
-    """Tell ``on_done`` the outcome, then complete the future (unless its awaiter was cancelled)."""
-    try:
-        on_done(failure)
-    except Exception:  # the callback's owner logs its own errors, as with the sqlite store
-        pass
+def settle(fut: asyncio.Future[None], failure: BaseException | None, on_done: OnDone | None) -> None:
+    """Finish one append, in every store: run ``on_done`` first (the hub fans out from it, in the
+    same loop iteration as the commit), then complete the future unless its awaiter was cancelled.
+    A failing callback must not stop the others: its owner logs its own errors."""
+    if on_done is not None:
+        try:
+            on_done(failure)
+        except Exception:
+            pass
     if not fut.done():
         if failure is None:
             fut.set_result(None)
@@ -136,7 +139,7 @@ class MemoryStore(LogStore):
         failure = self._append_now(parts)
         fut: asyncio.Future[None] = loop.create_future()
         if on_done is not None:
-            loop.call_soon(_settle, fut, failure, on_done)
+            loop.call_soon(settle, fut, failure, on_done)
         elif failure is None:
             fut.set_result(None)
         else:

@@ -82,7 +82,7 @@ import orjson
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError, StoreLocked
 from .base import AppendPart, Durability, LogStore, OnDone
-from .memory import StoreStats, check_contiguous, conflict, encode_state, unserialisable
+from .memory import StoreStats, check_contiguous, conflict, encode_state, settle, unserialisable
 
 SCHEMA_VERSION: Final = 2
 
@@ -102,22 +102,6 @@ _INSERT_LOG: Final = "INSERT INTO log(stream, seq, data) VALUES (?, ?, ?)"
 _NEW_STREAM: Final = "INSERT INTO streams(stream) VALUES (?)"
 _ONE_STATEMENT_ROWS: Final = 32
 _INSERT_ROWS: dict[int, str] = {}
-
-
-def _complete(op: _Op, exc: BaseException | None) -> None:
-    """Finish one queued op: run its ``on_done`` inline (the hub fans out in the same loop iteration
-    as the commit), then complete its future. A failing callback must not stop the batch."""
-    fut, on_done = op[1], op[3]
-    if on_done is not None:
-        try:
-            on_done(exc)
-        except Exception:  # the callback's owner logs its own errors; the store keeps going
-            pass
-    if not fut.done():
-        if exc is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(exc)
 
 
 def _insert_rows(n: int) -> str:
@@ -544,25 +528,22 @@ class SqliteStore(LogStore):
             if failed is None:
                 stats.appends += len(batch)
                 for op in batch:
-                    _complete(op, None)
+                    settle(op[1], None, op[3])
                 return
             stats.conflicts += len(failed)
             stats.appends += len(batch) - len(failed)
             for i, op in enumerate(batch):
-                _complete(op, failed.get(i))
+                settle(op[1], failed.get(i), op[3])
             return
         # The transaction failed and was rolled back: nothing in it is durable. Forget cached seqs
         # (they counted this batch) so the next batch re-reads the committed state.
         self._last.clear()
         stats.failed_transactions += 1
         for i, op in enumerate(batch):
-            exc = failed.get(i) if failed is not None else None
-            _complete(
-                op,
-                exc
-                if exc is not None
-                else StoreError(f"write to {self._path} failed: {error}", details={"path": str(self._path)}),
-            )
+            exc: BaseException | None = failed.get(i) if failed is not None else None
+            if exc is None:
+                exc = StoreError(f"write to {self._path} failed: {error}", details={"path": str(self._path)})
+            settle(op[1], exc, op[3])
         stats.conflicts += len(failed or ())
 
     def _start_presync(self) -> None:
