@@ -130,7 +130,7 @@ def _plan(cell: Any) -> list[tuple[int, int]]:
     return [(0, cell.n)] if cell.windows is None else sorted(tuple(w) for w in cell.windows)
 
 
-def _totals(cell: Any, measured: list[dict[str, Any]], per_window_sends: int) -> dict[str, Any]:
+def _totals(cell: Any, measured: list[dict[str, Any]]) -> dict[str, Any]:
     if cell.windows is None:
         seconds = measured[0]["seconds"]
     else:
@@ -165,7 +165,7 @@ async def w1_sequential(cell: Any) -> dict[str, Any]:
         at = offset + width
     del b
     await hub.close()
-    return {**_totals(cell, measured, 1), "latency_pcts": measure.percentiles(latencies)}
+    return {**_totals(cell, measured), "latency_pcts": measure.percentiles(latencies)}
 
 
 async def w2_concurrent(cell: Any) -> dict[str, Any]:
@@ -193,7 +193,7 @@ async def w2_concurrent(cell: Any) -> dict[str, Any]:
         measured.append({"offset": offset, "width": width, "seconds": time.perf_counter() - t0})
         at = offset + width
     await hub.close()
-    return _totals(cell, measured, cell.channels)
+    return _totals(cell, measured)
 
 
 async def w3_discussion(cell: Any) -> dict[str, Any]:
@@ -217,7 +217,7 @@ async def w3_discussion(cell: Any) -> dict[str, Any]:
         measured.append({"offset": offset, "width": width, "seconds": time.perf_counter() - t0})
         at = offset + width
     await hub.close()
-    return _totals(cell, measured, 1)
+    return _totals(cell, measured)
 
 
 async def build_history(cell: Any) -> dict[str, Any]:
