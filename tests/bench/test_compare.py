@@ -92,3 +92,22 @@ def test_compare_quick_writes_the_table_and_the_plots(tmp_path: Path) -> None:
         assert target in table, target
     for name in ("throughput.png", "latency_cdf.png", "memory_per_channel.png", "reopen.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG, name
+
+
+def test_bad_arguments_are_refused_before_anything_runs() -> None:
+    bench = subprocess.run(
+        [sys.executable, "-m", "accord.cli", "bench", "--only", "w9"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bench.returncode == 2 and "w9" in bench.stderr, bench.stderr
+    for args in (["--rounds", "-1"], ["--only", "w9"], ["--w5-channels", "0"]):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "compare" / "run.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert out.returncode == 2 and "error:" in out.stderr, (args, out.stderr)
