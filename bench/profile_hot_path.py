@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_hot_path.py                    # SQLite store, default durability
     .venv/bin/python bench/profile_hot_path.py --store memory --top 25
+    .venv/bin/python bench/profile_hot_path.py --workload w1      # 20,000 sequential sends instead
 
 py-spy samples the cell's process from outside (no instrumentation overhead to skew the shares, unlike
 cProfile); the raw stacks are folded here into the share of samples per area of the code (client,
@@ -47,6 +48,7 @@ def area_of(frame: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", default="w2", choices=("w1", "w2", "w3"))
     parser.add_argument("--store", default="sqlite", choices=("sqlite", "memory"))
     parser.add_argument("--top", type=int, default=15, help="functions listed by self time")
     parser.add_argument("--rate", type=int, default=400, help="samples per second")
@@ -55,7 +57,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="accord-profile-"))
     try:
         raw = work / "stacks.txt"
-        c = cell("w2", args.store, path=str(work / "data"))
+        c = cell(args.workload, args.store, path=str(work / "data"))
         subprocess.run(
             [py_spy, "record", "-r", str(args.rate), "-f", "raw", "-o", str(raw), "--",
              sys.executable, "-m", "accord.benchmarks.side", "run", c.to_json()],
@@ -79,7 +81,7 @@ def main() -> int:
                 inclusive[f] += n
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"W2 on {args.store}: {total:,} samples at {args.rate}/s\n")
+    print(f"{args.workload.upper()} on {args.store}: {total:,} samples at {args.rate}/s\n")
     print("share of samples by area (innermost Accord frame; event-loop leaves count as the loop):")
     for name, n in areas.most_common():
         print(f"  {100 * n / total:5.1f}%  {name}")
