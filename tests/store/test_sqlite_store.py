@@ -418,3 +418,127 @@ async def test_failed_last_seq_lookup_fails_the_batch(
     monkeypatch.undo()
     await store.append("s", envs("s", 1, 1), 0)
     assert await store.last_seq("s") == 1
+
+
+# --- the audit stream, kept out of the index (schema 3) --------------------------------------------
+async def _fill_like_a_hub(s: SqliteStore, n: int) -> None:
+    """What a hub writes: each envelope with its audit record in one group, singly and in concurrent
+    bursts (so commits mix groups), plus audit-only appends (refusals)."""
+    seqs: dict[str, int] = {}
+    audit = 0
+    k = 0
+    while k < n:
+        burst = []
+        for _ in range(1 + k % 5):
+            stream = f"thr_{k % 7}"
+            seq = seqs[stream] = seqs.get(stream, 0) + 1
+            audit += 1
+            parts = [
+                (stream, [make_env(stream, seq)], seq - 1),
+                ("audit", [make_env("audit", audit)], audit - 1),
+            ]
+            burst.append(s.append_group(parts))
+            if k % 11 == 0:
+                audit += 1
+                burst.append(s.append("audit", [make_env("audit", audit, "refused")], audit - 1))
+            k += 1
+        await asyncio.gather(*burst)
+
+
+async def _check_audit_reads(s: SqliteStore, total: int) -> None:
+    assert await s.last_seq("audit") == total
+    for after in [*range(0, 40), *range(total - 40, total + 3)]:
+        for limit in (1, 3, 64, None):
+            got = [e.seq for e in await s.read("audit", after_seq=after, limit=limit)]
+            end = total if limit is None else min(total, after + limit)
+            assert got == list(range(after + 1, end + 1)), (after, limit)
+    assert [e.seq for e in await s.read_last("audit", 5)] == list(range(total - 4, total + 1))
+    assert [e.seq for e in await s.read("thr_3", after_seq=2, limit=3)] == [3, 4, 5]
+
+
+async def test_audit_stream_reads_by_rowid(db: Path) -> None:
+    from accord.hub.audit import AUDIT_STREAM
+
+    assert sqlite_mod.UNINDEXED_STREAM == AUDIT_STREAM
+    s = SqliteStore(db)
+    assert (
+        await s.read("audit") == [] and await s.read_last("audit", 3) == [] and await s.last_seq("audit") == 0
+    )
+    await _fill_like_a_hub(s, 300)
+    total = 300 + len([k for k in range(300) if k % 11 == 0])
+    await _check_audit_reads(s, total)
+    await s.close()
+    s = SqliteStore(db)  # a fresh last-seq cache: the next audit append continues the chain
+    await s.append("audit", [make_env("audit", total + 1)], total)
+    with pytest.raises(SeqConflict):
+        await s.append("audit", [make_env("audit", total + 1)], total)
+    await _check_audit_reads(s, total + 1)
+    ro = SqliteStore.open_readonly(db)
+    await _check_audit_reads(ro, total + 1)
+    await ro.close()
+    await s.close()
+    con = sqlite3.connect(db)
+    (unique,) = con.execute("SELECT COUNT(*) FROM log WHERE stream = 'audit'").fetchone()
+    assert unique == total + 1  # one row per audit record, never a second one for a seq
+
+
+def test_every_stream_but_audit_is_read_through_the_index(db: Path) -> None:
+    asyncio.run(SqliteStore(db).close())
+    con = sqlite3.connect(db)
+
+    def plan(sql: str, *args: Any) -> str:
+        return " ".join(str(row[-1]) for row in con.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+    for sql, args in (
+        (sqlite_mod._READ, ("thr_a", 0, 10)),
+        (sqlite_mod._READ_LAST, ("thr_a", 10)),
+        (sqlite_mod._LAST_SEQ, ("thr_a",)),
+    ):
+        assert "USING COVERING INDEX log_stream_seq" in plan(
+            sql, *args
+        ) or "USING INDEX log_stream_seq" in plan(sql, *args), sql
+    for sql, args in ((sqlite_mod._AUDIT_FROM, (1,)), (sqlite_mod._AUDIT_READ, (1, 10))):
+        assert "INTEGER PRIMARY KEY (rowid>?)" in plan(sql, *args), sql
+    assert "SCAN log" not in plan(sqlite_mod._ID_RANGE)  # two seeks (MIN and MAX together would scan)
+    (index_sql,) = con.execute("SELECT sql FROM sqlite_master WHERE name = 'log_stream_seq'").fetchone()
+    assert "WHERE stream <> 'audit'" in index_sql
+
+
+async def test_a_schema_2_file_is_read_as_it_is_and_migrated_by_its_next_writer(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.executescript(
+        sqlite_mod._SCHEMA.replace(" WHERE stream <> 'audit'", "")  # version 2 indexed every stream
+        + "INSERT INTO meta(key, value) VALUES ('schema_version', '2');"
+    )
+    rows = []
+    for seq in range(1, 51):
+        rows.append(("thr_a", seq, make_env("thr_a", seq).encoded()))
+        rows.append(("audit", seq, make_env("audit", seq).encoded()))
+    con.executemany("INSERT INTO log(stream, seq, data) VALUES (?, ?, ?)", rows)
+    con.executemany("INSERT INTO streams(stream) VALUES (?)", [("thr_a",), ("audit",)])
+    con.close()
+
+    ro = SqliteStore.open_readonly(db)  # reads version 2 without changing it
+    assert [e.seq for e in await ro.read("audit", after_seq=47)] == [48, 49, 50]
+    assert [e.seq for e in await ro.read_last("thr_a", 2)] == [49, 50]
+    await ro.close()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+
+    s = SqliteStore(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    (index_sql,) = con.execute("SELECT sql FROM sqlite_master WHERE name = 'log_stream_seq'").fetchone()
+    assert "WHERE stream <> 'audit'" in index_sql
+    await s.append_group([("thr_a", [make_env("thr_a", 51)], 50), ("audit", [make_env("audit", 51)], 50)])
+    assert [e.seq for e in await s.read("audit", after_seq=48)] == [49, 50, 51]
+    assert await s.last_seq("thr_a") == 51 and await s.last_seq("audit") == 51
+    assert s.integrity_check() == "ok"
+    await s.close()
+
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    with pytest.raises(StoreError, match="schema version 99; this Accord reads versions 2, 3"):
+        SqliteStore(db)
+    with pytest.raises(StoreError, match="schema version 99"):
+        SqliteStore.open_readonly(db)
