@@ -10,7 +10,8 @@ cheapest Python there is:
 * the envelope is a dict with a counter for its id, encoded once with orjson;
 * appends are group-committed once per event-loop tick, on the same SQLite layout and settings as
   Accord's store (WAL, ``synchronous=NORMAL``, a rowid ``log`` table with a unique ``(stream, seq)``
-  index, one multi-row ``INSERT`` as its own transaction for small batches);
+  index that leaves out the audit stream, one multi-row ``INSERT`` as its own transaction for small
+  batches);
 * with ``+audit``, each envelope also gets a SHA-256-chained audit record in the ``audit`` stream, in
   the same transaction, as Accord writes one (an envelope is never acknowledged without it).
 
@@ -52,7 +53,7 @@ TARGETS = (
 )
 _SCHEMA = """
 CREATE TABLE log(id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE UNIQUE INDEX log_stream_seq ON log(stream, seq);
+CREATE UNIQUE INDEX log_stream_seq ON log(stream, seq) WHERE stream <> 'audit';
 """
 _ONE_STATEMENT_ROWS = 32
 _INSERT = "INSERT INTO log(stream, seq, data) VALUES "
