@@ -98,17 +98,19 @@ from .base import AppendPart, Durability, LogStore, OnDone
 from .memory import StoreStats, check_contiguous, conflict, encode_state, settle, unserialisable
 
 SCHEMA_VERSION: Final = 3
-#: versions a read-only open can read; a writer migrates 2 to 3 (see ``_migrate``)
+#: versions this code reads; opening one for writing migrates 2 to 3 (``_MIGRATE_2_TO_3``)
 _READABLE_VERSIONS: Final = (2, 3)
 #: the stream kept out of the index (``accord.hub.audit.AUDIT_STREAM``; a test holds them equal)
 UNINDEXED_STREAM: Final = "audit"
+#: the partial index's condition; SQLite uses the index only for a query that states it
+_INDEXED: Final = f"stream <> '{UNINDEXED_STREAM}'"
 
-_SCHEMA: Final = """
+_SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log(
     id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS log_stream_seq ON log(stream, seq) WHERE stream <> 'audit';
+CREATE UNIQUE INDEX IF NOT EXISTS log_stream_seq ON log(stream, seq) WHERE {_INDEXED};
 CREATE TABLE IF NOT EXISTS streams(stream TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots(
     stream TEXT PRIMARY KEY, seq INTEGER NOT NULL, data BLOB NOT NULL
@@ -129,21 +131,21 @@ def _insert_rows(n: int) -> str:
 
 
 _PUT_SNAPSHOT: Final = "INSERT OR REPLACE INTO snapshots(stream, seq, data) VALUES (?, ?, ?)"
-# ``stream <> 'audit'`` is the partial index's own condition: SQLite uses the index only for a query
-# that states it (tests/store/test_sqlite_store.py checks the plans)
-_READ: Final = "SELECT data FROM log WHERE stream = ? AND stream <> 'audit' AND seq > ? ORDER BY seq LIMIT ?"
-_READ_LAST: Final = "SELECT data FROM log WHERE stream = ? AND stream <> 'audit' ORDER BY seq DESC LIMIT ?"
-_LAST_SEQ: Final = "SELECT seq FROM log WHERE stream = ? AND stream <> 'audit' ORDER BY seq DESC LIMIT 1"
-# the audit stream, by rowid
-_AUDIT_FROM: Final = "SELECT id, seq FROM log WHERE id >= ? AND stream = 'audit' ORDER BY id LIMIT 1"
-_AUDIT_READ: Final = "SELECT data FROM log WHERE id >= ? AND stream = 'audit' ORDER BY id LIMIT ?"
-_AUDIT_READ_LAST: Final = "SELECT data FROM log WHERE stream = 'audit' ORDER BY id DESC LIMIT ?"
-_AUDIT_LAST_SEQ: Final = "SELECT seq FROM log WHERE stream = 'audit' ORDER BY id DESC LIMIT 1"
+# every other stream through the index (tests/store/test_sqlite_store.py checks the plans) ...
+_READ: Final = f"SELECT data FROM log WHERE stream = ? AND {_INDEXED} AND seq > ? ORDER BY seq LIMIT ?"
+_READ_LAST: Final = f"SELECT data FROM log WHERE stream = ? AND {_INDEXED} ORDER BY seq DESC LIMIT ?"
+_LAST_SEQ: Final = f"SELECT seq FROM log WHERE stream = ? AND {_INDEXED} ORDER BY seq DESC LIMIT 1"
+# ... and the audit stream by rowid
+_UNINDEXED: Final = f"stream = '{UNINDEXED_STREAM}'"
+_AUDIT_FROM: Final = f"SELECT id, seq FROM log WHERE id >= ? AND {_UNINDEXED} ORDER BY id LIMIT 1"
+_AUDIT_READ: Final = f"SELECT data FROM log WHERE id >= ? AND {_UNINDEXED} ORDER BY id LIMIT ?"
+_AUDIT_READ_LAST: Final = f"SELECT data FROM log WHERE {_UNINDEXED} ORDER BY id DESC LIMIT ?"
+_AUDIT_LAST_SEQ: Final = f"SELECT seq FROM log WHERE {_UNINDEXED} ORDER BY id DESC LIMIT 1"
 # two subqueries: SQLite answers a lone MIN or MAX of the rowid in one seek, but scans for both at once
 _ID_RANGE: Final = "SELECT (SELECT MIN(id) FROM log), (SELECT MAX(id) FROM log)"
-_MIGRATE_2_TO_3: Final = """
+_MIGRATE_2_TO_3: Final = f"""
 DROP INDEX log_stream_seq;
-CREATE UNIQUE INDEX log_stream_seq ON log(stream, seq) WHERE stream <> 'audit';
+CREATE UNIQUE INDEX log_stream_seq ON log(stream, seq) WHERE {_INDEXED};
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 _STREAMS_FROM: Final = "SELECT stream FROM streams WHERE stream >= ? ORDER BY stream"
