@@ -75,29 +75,14 @@ async def _open(cell: Any) -> Hub:
     return await Hub.open(_store(cell), ttl_sweep_interval=0, expectation_sweep_interval=0)
 
 
-class Arrivals:
-    """Counts text envelopes a peer receives, with the arrival time of each; fires at ``target``."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.times: list[float] = []
-        self.done = asyncio.Event()
-
-    async def __call__(self, env: Envelope) -> None:
-        if env.event_type == EV_TEXT:
-            self.times.append(time.perf_counter())
-            if len(self.times) >= self.target:
-                self.done.set()
-
-    def expect(self, more: int) -> None:
-        self.target = len(self.times) + more
-        self.done.clear()
-
-
-async def _human(hub: Hub, name: str, arrivals: Arrivals | None = None) -> Any:
+async def _human(hub: Hub, name: str, arrivals: Any = None) -> Any:
     human = await HubClient(LocalLink(hub), hub=hub).register_human(Passport(name=name), rule=ROOMY)
     if arrivals is not None:
-        human.on_envelope(arrivals)
+
+        async def hear(env: Envelope) -> None:  # AG2 awaits its envelope callbacks
+            arrivals(env)
+
+        human.on_envelope(hear)
     return human
 
 
@@ -143,7 +128,7 @@ def _totals(cell: Any, measured: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def w1_sequential(cell: Any) -> dict[str, Any]:
     hub = await _open(cell)
-    arrivals = Arrivals(0)
+    arrivals = measure.Arrivals(0, EV_TEXT)
     a = await _human(hub, "a")
     b = await _human(hub, "b", arrivals)
     cid = (await a.open(type="conversation", target="b")).channel_id
@@ -170,7 +155,7 @@ async def w1_sequential(cell: Any) -> dict[str, Any]:
 
 async def w2_concurrent(cell: Any) -> dict[str, Any]:
     hub = await _open(cell)
-    arrivals = Arrivals(0)
+    arrivals = measure.Arrivals(0, EV_TEXT)
     pairs = []
     for i in range(cell.channels):
         a = await _human(hub, f"a{i}")
@@ -198,7 +183,7 @@ async def w2_concurrent(cell: Any) -> dict[str, Any]:
 
 async def w3_discussion(cell: Any) -> dict[str, Any]:
     hub = await _open(cell)
-    arrivals = Arrivals(0)
+    arrivals = measure.Arrivals(0, EV_TEXT)
     parties = [await _human(hub, f"p{i}", arrivals) for i in range(cell.parties)]
     channel = await parties[0].open(type="discussion", target=[f"p{i}" for i in range(1, cell.parties)])
     cid = channel.channel_id
@@ -228,7 +213,7 @@ async def build_history(cell: Any) -> dict[str, Any]:
     """
     hub = await _open(cell)
     a = await _human(hub, "a")
-    await _human(hub, "b", Arrivals(0))
+    await _human(hub, "b", measure.Arrivals(0, EV_TEXT))
     cid = (await a.open(type="conversation", target="b")).channel_id
     step = 10_000
     for start in range(0, cell.n, step):
@@ -269,7 +254,7 @@ async def w5_idle_channels(cell: Any) -> dict[str, Any]:
     pairs = []
     for i in range(cell.parties):
         a = await _human(hub, f"a{i}")
-        await _human(hub, f"b{i}", Arrivals(0))
+        await _human(hub, f"b{i}", measure.Arrivals(0, EV_TEXT))
         pairs.append((a, f"b{i}"))
     for a, b in pairs[:20]:
         await a.open(type="conversation", target=b)

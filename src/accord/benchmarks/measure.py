@@ -3,10 +3,13 @@ file by path from its own virtual environment."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import resource
 import statistics
+import time
 from collections.abc import Sequence
+from typing import Any
 
 _PAGE = 4096
 
@@ -58,3 +61,24 @@ def integrate_windows(points: Sequence[tuple[float, float]], total: int) -> floa
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+class Arrivals:
+    """Counts the text envelopes a peer receives, with the arrival time of each; ``done`` is set once
+    ``target`` have arrived. ``expect`` re-arms it for the next window of a windowed run."""
+
+    def __init__(self, target: int, text_type: str) -> None:
+        self.target = target
+        self.text_type = text_type
+        self.times: list[float] = []
+        self.done = asyncio.Event()
+
+    def __call__(self, env: Any) -> None:
+        if env.event_type == self.text_type:
+            self.times.append(time.perf_counter())
+            if len(self.times) >= self.target:
+                self.done.set()
+
+    def expect(self, more: int) -> None:
+        self.target = len(self.times) + more
+        self.done.clear()

@@ -24,7 +24,7 @@ from ..model.identity import Passport, Rule
 from ..store import MemoryStore, SqliteStore
 from ..store.base import LogStore
 from .cells import Cell
-from .measure import peak_rss_bytes, percentiles, rss_bytes
+from .measure import Arrivals, peak_rss_bytes, percentiles, rss_bytes
 
 #: no participant of a benchmark should be refused for a full inbox or too many open channels
 ROOMY = Rule(inbox_cap=10_000_000, max_open_channels=10_000_000)
@@ -52,21 +52,6 @@ async def _open(cell: Cell) -> Hub:
     return await Hub.open(_store(cell), ttl_sweep_interval=0)
 
 
-class Arrivals:
-    """Counts text envelopes a peer receives, with the arrival time of each; fires at ``target``."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.times: list[float] = []
-        self.done = asyncio.Event()
-
-    def __call__(self, env: Envelope) -> None:
-        if env.event_type == EV_TEXT:
-            self.times.append(time.perf_counter())
-            if len(self.times) >= self.target:
-                self.done.set()
-
-
 async def _human(hub: Hub, name: str, on_envelope: Callable[[Envelope], Any] | None = None) -> HumanClient:
     client = HubClient(LocalLink(hub), hub=hub)
     return await client.register_human(Passport(name=name, kind="human"), rule=ROOMY, on_envelope=on_envelope)
@@ -74,7 +59,7 @@ async def _human(hub: Hub, name: str, on_envelope: Callable[[Envelope], Any] | N
 
 async def w1_sequential(cell: Cell) -> dict[str, Any]:
     hub = await _open(cell)
-    arrivals = Arrivals(cell.n)
+    arrivals = Arrivals(cell.n, EV_TEXT)
     a = await _human(hub, "a")
     await _human(hub, "b", arrivals)
     cid = (await a.open(type="conversation", target="b")).channel_id
@@ -92,7 +77,7 @@ async def w1_sequential(cell: Cell) -> dict[str, Any]:
 
 async def w2_concurrent(cell: Cell) -> dict[str, Any]:
     hub = await _open(cell)
-    arrivals = Arrivals(cell.sends)
+    arrivals = Arrivals(cell.sends, EV_TEXT)
     pairs = []
     for i in range(cell.channels):
         a = await _human(hub, f"a{i}")
@@ -114,7 +99,7 @@ async def w2_concurrent(cell: Cell) -> dict[str, Any]:
 async def w3_discussion(cell: Cell) -> dict[str, Any]:
     hub = await _open(cell)
     # every party receives the turns of the others: parties × (n − its own turns) arrivals in all
-    arrivals = Arrivals(cell.n * (cell.parties - 1))
+    arrivals = Arrivals(cell.n * (cell.parties - 1), EV_TEXT)
     parties = [await _human(hub, f"p{i}", arrivals) for i in range(cell.parties)]
     channel = await parties[0].open(type="discussion", target=[f"p{i}" for i in range(1, cell.parties)])
     order = {p.agent_id: p for p in parties}
