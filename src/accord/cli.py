@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -306,6 +307,18 @@ def serve(
     log_format: str | None = typer.Option(
         None, "--log-format", help="json (one object per line; the default off a terminal) or text."
     ),
+    socket_buffer_mib: float = typer.Option(
+        8.0,
+        "--socket-buffer-mib",
+        help="MiB queued for one WebSocket that is not reading fast enough; over it, the socket is "
+        "closed with 4008 and the client resumes from the log.",
+    ),
+    sockets_buffer_mib: float = typer.Option(
+        256.0,
+        "--sockets-buffer-mib",
+        help="MiB queued for all WebSockets together; over it, the sockets holding the most are "
+        "closed with 4008.",
+    ),
 ) -> None:
     """Run the hub as a network server: REST under /v1, authenticated by API key."""
     import logging
@@ -326,6 +339,10 @@ def serve(
     if dev and host not in ("127.0.0.1", "::1", "localhost"):
         Console(stderr=True).print("[red]error:[/red] --dev is only allowed on a loopback host")
         raise typer.Exit(2)
+    socket_budget, sockets_budget = int(socket_buffer_mib * (1 << 20)), int(sockets_buffer_mib * (1 << 20))
+    if socket_budget < 1 or sockets_budget < 1:
+        Console(stderr=True).print("[red]error:[/red] --socket(s)-buffer-mib must be more than 0")
+        raise typer.Exit(2)
     from .agents.models.resolve import check_spec
 
     try:
@@ -334,7 +351,15 @@ def serve(
         Console(stderr=True).print(f"[red]error:[/red] --model: {err.message}")
         raise typer.Exit(2) from None
     data.mkdir(parents=True, exist_ok=True)
-    application = app_for_data(data, durability, dev=dev, model=model, base_url=base_url)
+    application = app_for_data(
+        data,
+        durability,
+        dev=dev,
+        model=model,
+        base_url=base_url,
+        socket_budget=socket_budget,
+        sockets_budget=sockets_budget,
+    )
     application.state.log_fields = {
         "data_dir": str(data.resolve()),
         "durability": durability,
@@ -670,6 +695,98 @@ def knowledge_delete(
     def act(client: AccordClient) -> None:
         client.delete_knowledge(doc_id)
         print(f"deleted {doc_id}")
+
+    _over_rest(url, key, act)
+
+
+visas_app = typer.Typer(
+    help="Visas: what a guest org holds in your team; list, narrow, remove a participant, revoke (REST).",
+    no_args_is_help=True,
+)
+app.add_typer(visas_app, name="visas")
+GRANTS_HELP = "Grants the Visa keeps, comma-separated: post, add_members, create_threads, direct_channels."
+
+
+def _print_visa(visa: Any, as_json: bool) -> None:
+    if as_json:
+        print(visa.model_dump_json())
+        return
+    who = ", ".join(p.name for p in visa.participants) or "-"
+    expiry = visa.expires_at or "never"
+    print(f"{visa.id}  {visa.org_name or visa.org_id}  {visa.status}  grants={','.join(visa.grants) or '-'}")
+    print(f"    participants: {who}; expires: {expiry}")
+
+
+@visas_app.command("list")
+def visas_list(
+    team_id: str = typer.Argument(..., help="The team (team_…)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="One JSON Visa per line."),
+) -> None:
+    """The Visas to a team: every one for the host, your own for a guest."""
+
+    def act(client: AccordClient) -> None:
+        for visa in client.list_visas(team_id).data:
+            _print_visa(visa, as_json)
+
+    _over_rest(url, key, act)
+
+
+@visas_app.command("narrow")
+def visas_narrow(
+    visa_id: str = typer.Argument(..., help="The Visa (visa_…)."),
+    grants: str | None = typer.Option(None, "--grants", help=GRANTS_HELP),
+    expires_in: float | None = typer.Option(
+        None, "--expires-in", help="Seconds from now until the Visa expires (0: now)."
+    ),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the Visa as JSON."),
+) -> None:
+    """Change what a Visa grants, or when it expires; takes effect on the very next action."""
+    if grants is None and expires_in is None:
+        Console(stderr=True).print("[red]error:[/red] give --grants and/or --expires-in")
+        raise typer.Exit(2)
+    kept = [g.strip() for g in grants.split(",") if g.strip()] if grants is not None else None
+
+    def act(client: AccordClient) -> None:
+        if expires_in is None:
+            visa = client.update_visa(visa_id, grants=kept)
+        else:
+            visa = client.update_visa(visa_id, grants=kept, expires_at=time.time() + max(expires_in, 0.0))
+        _print_visa(visa, as_json)
+
+    _over_rest(url, key, act)
+
+
+@visas_app.command("remove-participant")
+def visas_remove_participant(
+    visa_id: str = typer.Argument(..., help="The Visa (visa_…)."),
+    participant_id: str = typer.Argument(..., help="The guest agent or person (agt_… / usr_…)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+) -> None:
+    """Take one guest participant out of the team; it cannot be re-added under this Visa."""
+
+    def act(client: AccordClient) -> None:
+        client.remove_visa_participant(visa_id, participant_id)
+        print(f"removed {participant_id} from {visa_id}")
+
+    _over_rest(url, key, act)
+
+
+@visas_app.command("revoke")
+def visas_revoke(
+    visa_id: str = typer.Argument(..., help="The Visa (visa_…)."),
+    url: str = URL_OPTION,
+    key: str = KEY_OPTION,
+) -> None:
+    """Revoke a Visa: every guest participant leaves every thread; coming back needs a new invite."""
+
+    def act(client: AccordClient) -> None:
+        client.revoke_visa(visa_id)
+        print(f"revoked {visa_id}")
 
     _over_rest(url, key, act)
 

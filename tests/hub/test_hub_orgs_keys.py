@@ -97,9 +97,10 @@ async def test_keys_are_scoped_and_orgs_are_isolated() -> None:
         hub.submit(bot_session, Proposal(state.channel_id, "text", {"text": "as pat"}, pat.agent_id)),
         "access_denied",
     )
+    # another org's channel does not exist for Globex, whoever it claims to send as (DESIGN §7)
     await _fail(
         hub.submit(globex_admin, Proposal(state.channel_id, "text", {"text": "x"}, bot.agent_id)),
-        "access_denied",
+        "not_found",
     )
     assert await hub.store.last_seq(state.channel_id) == 2
     await hub.close()

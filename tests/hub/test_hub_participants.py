@@ -83,7 +83,8 @@ async def test_membership_changes_are_refused_where_they_do_not_belong() -> None
     member = await hub.register(hub.authenticate(scoped), Passport(name="dee", kind="human"))
     _, user_secret = await hub.create_key(org.org_id, "user", member.agent_id)
     cases.append(
-        (hub.add_participant(hub.authenticate(user_secret), thread.channel_id, cat.agent_id), "access_denied")
+        # another org's channel: unknown, not forbidden (DESIGN §7)
+        (hub.add_participant(hub.authenticate(user_secret), thread.channel_id, cat.agent_id), "not_found")
     )
     for coro, code in cases:
         with pytest.raises(AccordError) as info:

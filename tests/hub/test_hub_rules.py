@@ -188,6 +188,35 @@ async def test_rate_limit_is_per_sender() -> None:
     await hub.close()
 
 
+async def test_rate_limit_counts_only_what_the_participant_says_itself() -> None:
+    """The client's automatic ``channel.ack`` (answering an invitation) and ``channel.reject`` are
+    protocol control events: they never spend the participant's rate, only its own envelopes do."""
+    clock = Clock()
+    hub = await open_hub(MemoryStore(), clock)
+    alice = await agent(hub, "alice")
+    bob = await agent(hub, "bob", Rule(rate_per_minute=2, burst=2))
+    ch = await alice.open("conversation", "bob")  # bob's client acks the invite by itself
+    await settle()
+    state = await hub.channel_state(ch.channel_id)
+    assert state.status == "active"
+    await bob.send(ch.channel_id, "one")
+    await alice.send(ch.channel_id, "alice's turn")
+    await bob.send(ch.channel_id, "two")
+    await alice.send(ch.channel_id, "alice again")
+    await refused(hub, "rate_limited", bob.send(ch.channel_id, "three"), ch.channel_id)
+    assert texts(await hub.read_wal(ch.channel_id)) == ["one", "alice's turn", "two", "alice again"]
+    # an explicit reject of another invitation costs nothing either
+    bob.auto_accept = False
+    other = await alice.open("conversation", "bob", wait=False)
+    await settle()
+    await bob.reject(other.channel_id)
+    assert (await hub.channel_state(other.channel_id)).status == "closed"
+    clock.advance(30)  # one token back: one more text, not two
+    await bob.send(ch.channel_id, "after a while")
+    await refused(hub, "rate_limited", bob.send(ch.channel_id, "too soon"), ch.channel_id)
+    await hub.close()
+
+
 async def test_inbox_cap_refuses_senders_and_bounds_memory() -> None:
     """A person whose UI never reads: the sender eventually gets ``inbox_full`` (retryable), nothing
     beyond is appended, and what the hub keeps queued for that person stays bounded by the cap."""

@@ -77,9 +77,44 @@ def test_many_ids_in_one_millisecond_stay_strictly_ordered() -> None:
     assert all(ulid_ms(u) == ms for u in ulids)
     assert len(set(ulids)) == len(ulids)
     assert sorted(ulids) == ulids
-    # the random part is incremented by one within a millisecond
+    # the random part grows by an unpredictable step of at least 2^32 within a millisecond
     rand = [crockford_decode(u) & ((1 << 80) - 1) for u in ulids]
-    assert all(b == a + 1 for a, b in pairwise(rand))
+    assert all(b - a >= 1 << 32 for a, b in pairwise(rand))
+
+
+def test_successive_ids_do_not_predict_each_other() -> None:
+    """A thread id and its first envelope id must not differ by one in the last digit (CSPRNG steps)."""
+    ids = [new_id("env") for _ in range(10_000)]
+    values = [crockford_decode(i.split("_", 1)[1]) for i in ids]
+    assert all(a < b for a, b in pairwise(values))
+    low = [(b - a) & ((1 << 64) - 1) for a, b in pairwise(values)]
+    assert all(d > 1 << 32 for d in low)
+    assert len(set(low)) == len(low)  # no fixed step either
+    # the random parts of the last digits are spread, not counting up
+    assert len({i[-4:] for i in ids}) > 9_000
+    ms = max(now_ms(), ulid_ms(new_ulid())) + 5
+    assert ulid_ms(new_id("thr", now_ms=ms)) == ms
+    assert ulid_ms(new_id("env", now_ms=ms)) == ms
+
+
+def test_ids_never_use_the_random_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+    import random
+
+    from accord.model import ids
+
+    source = inspect.getsource(ids)
+    assert not re.search(r"^\s*(import random|from random import)", source, re.MULTILINE)
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("ids must come from os.urandom, not random")
+
+    monkeypatch.setattr(random, "Random", refuse)
+    monkeypatch.setattr(random, "getrandbits", refuse)
+    monkeypatch.setattr(random, "randrange", refuse)
+    gen = _Monotonic()
+    values = [gen.next(7_000_000) for _ in range(2_000)]  # > 512: the CSPRNG pool is refilled
+    assert sorted(values) == values and len(set(values)) == len(values)
 
 
 def test_a_clock_going_backwards_does_not_break_the_order() -> None:

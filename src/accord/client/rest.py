@@ -89,6 +89,26 @@ class Invite(_Model):
     join_code: str
     expires_at: str | None
     max_uses: int | None
+    grants: list[str] = ["post", "add_members"]
+    visa_expires_in: float | None = None
+
+
+class Visa(_Model):
+    """What a guest org holds in a team: its grants, the guest participants it covers, its expiry."""
+
+    id: str
+    team_id: str
+    org_id: str
+    org_name: str | None
+    invite_id: str
+    grants: list[str]
+    participants: list[Actor]
+    removed: list[Actor]
+    granted_at: str
+    expires_at: str | None
+    status: str  # live | expired | revoked
+    revoked_at: str | None
+    revoked_reason: str | None
 
 
 class Joined(_Model):
@@ -253,9 +273,33 @@ def _add_member(team_id: str, agent_id: str | None, user_id: str | None, role: s
     )
 
 
-def _create_invite(team_id: str, expires_in: float | None, max_uses: int | None) -> Req[Invite]:
-    body = {k: v for k, v in {"expires_in": expires_in, "max_uses": max_uses}.items() if v is not None}
+def _create_invite(
+    team_id: str,
+    expires_in: float | None,
+    max_uses: int | None,
+    grants: list[str] | None,
+    visa_expires_in: float | None,
+) -> Req[Invite]:
+    given = {
+        "expires_in": expires_in,
+        "max_uses": max_uses,
+        "grants": grants,
+        "visa_expires_in": visa_expires_in,
+    }
+    body = {k: v for k, v in given.items() if v is not None}
     return Req("POST", f"/v1/teams/{team_id}/invite", Invite, body or None)
+
+
+_UNSET: Any = object()
+
+
+def _update_visa(visa_id: str, grants: list[str] | None, expires_at: float | None) -> Req[Visa]:
+    body: dict[str, Any] = {}
+    if grants is not None:
+        body["grants"] = grants
+    if expires_at is not _UNSET:
+        body["expires_at"] = expires_at
+    return Req("PATCH", f"/v1/visas/{visa_id}", Visa, body)
 
 
 def _messages(team_id: str, thread_id: str, limit: int, cursor: str | None) -> Req[Page[Message]]:
@@ -416,9 +460,34 @@ class AccordClient:
         self._run(Req("DELETE", f"/v1/team_memberships/{membership_id}", None))
 
     def create_invite(
-        self, team_id: str, *, expires_in: float | None = None, max_uses: int | None = None
+        self,
+        team_id: str,
+        *,
+        expires_in: float | None = None,
+        max_uses: int | None = None,
+        grants: list[str] | None = None,
+        visa_expires_in: float | None = None,
     ) -> Invite:
-        return self._run(_create_invite(team_id, expires_in, max_uses))
+        """A join code; ``grants`` (default ``post``, ``add_members``) are what the joiner's Visa allows."""
+        return self._run(_create_invite(team_id, expires_in, max_uses, grants, visa_expires_in))
+
+    def list_visas(self, team_id: str) -> Page[Visa]:
+        return self._run(Req("GET", f"/v1/teams/{team_id}/visas", Page[Visa]))
+
+    def get_visa(self, visa_id: str) -> Visa:
+        return self._run(Req("GET", f"/v1/visas/{visa_id}", Visa))
+
+    def update_visa(
+        self, visa_id: str, *, grants: list[str] | None = None, expires_at: float | None = _UNSET
+    ) -> Visa:
+        """Narrow (or change) a Visa's grants and/or expiry (seconds since the epoch; None: never)."""
+        return self._run(_update_visa(visa_id, grants, expires_at))
+
+    def remove_visa_participant(self, visa_id: str, participant_id: str) -> Visa:
+        return self._run(Req("DELETE", f"/v1/visas/{visa_id}/participants/{participant_id}", Visa))
+
+    def revoke_visa(self, visa_id: str) -> None:
+        self._run(Req("DELETE", f"/v1/visas/{visa_id}", None))
 
     def revoke_invite(self, invite_id: str) -> None:
         self._run(Req("DELETE", f"/v1/invites/{invite_id}", None))
@@ -636,9 +705,32 @@ class AsyncAccordClient:
         return await self._run(Req("POST", f"/v1/teams/{team_id}/threads", Thread, {"title": title}))
 
     async def create_invite(
-        self, team_id: str, *, expires_in: float | None = None, max_uses: int | None = None
+        self,
+        team_id: str,
+        *,
+        expires_in: float | None = None,
+        max_uses: int | None = None,
+        grants: list[str] | None = None,
+        visa_expires_in: float | None = None,
     ) -> Invite:
-        return await self._run(_create_invite(team_id, expires_in, max_uses))
+        return await self._run(_create_invite(team_id, expires_in, max_uses, grants, visa_expires_in))
+
+    async def list_visas(self, team_id: str) -> Page[Visa]:
+        return await self._run(Req("GET", f"/v1/teams/{team_id}/visas", Page[Visa]))
+
+    async def get_visa(self, visa_id: str) -> Visa:
+        return await self._run(Req("GET", f"/v1/visas/{visa_id}", Visa))
+
+    async def update_visa(
+        self, visa_id: str, *, grants: list[str] | None = None, expires_at: float | None = _UNSET
+    ) -> Visa:
+        return await self._run(_update_visa(visa_id, grants, expires_at))
+
+    async def remove_visa_participant(self, visa_id: str, participant_id: str) -> Visa:
+        return await self._run(Req("DELETE", f"/v1/visas/{visa_id}/participants/{participant_id}", Visa))
+
+    async def revoke_visa(self, visa_id: str) -> None:
+        await self._run(Req("DELETE", f"/v1/visas/{visa_id}", None))
 
     async def join_team(
         self, join_code: str, *, agent_id: str | None = None, user_id: str | None = None

@@ -13,7 +13,8 @@ channel (with the removed participant alone), which covers being added and remov
 gap in a channel the client never heard of. A restarted hub refills the closes from its registry's
 tail (removals from before the restart are not kept). Delivery is replayed with the rule fan-out uses —
 the audience rule, the sender excluded, membership as it was at each seq (a thread's participant hears
-from its ``participant.added`` on and gets its own ``participant.removed`` last).
+from its ``participant.added`` on and gets its own ``participant.removed`` last). Membership comes
+from the channel's state, never from the resume point: a resume point grants nothing (DESIGN §7).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope
-from ..model.errors import InvalidInput
-from ..model.events import EV_CHANNEL_OPENED, EV_PARTICIPANT_ADDED, EV_PARTICIPANT_REMOVED
+from ..model.errors import InvalidInput, NotFound
+from ..model.events import EV_PARTICIPANT_ADDED, EV_PARTICIPANT_REMOVED
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -47,9 +49,8 @@ class ResumePoint:
         since = data.get("since")
         if not isinstance(channels, dict) or len(channels) > MAX_RESUME_CHANNELS:
             raise InvalidInput(f"resume.channels must be an object of at most {MAX_RESUME_CHANNELS} entries")
-        for cid, seq in channels.items():
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise InvalidInput(f"resume.channels[{cid!r}] must be a non-negative integer")
+        for cid, seq in channels.items():  # seqs here are JSON integers, never decimal strings
+            parse_cursor(seq if isinstance(seq, int) else None, f"resume.channels[{cid!r}]")
         if not isinstance(since, int | float) or isinstance(since, bool):
             raise InvalidInput("resume.since must be a number (hub time)")
         return cls(dict(channels), float(since))
@@ -63,7 +64,12 @@ def _concerns(env: Envelope, agent_id: str) -> bool:
 
 
 async def missed(hub: Hub, agent_id: str, point: ResumePoint) -> list[Envelope]:
-    """Every envelope fan-out would have pushed to ``agent_id`` after ``point``, per channel in order."""
+    """Every envelope fan-out would have pushed to ``agent_id`` after ``point``, per channel in order.
+
+    A resume point only says where to start: what is replayed of a channel is decided by the channel's
+    own record of when ``agent_id`` took part (``ChannelState.member_at``), so naming a channel the
+    participant never took part in, or a seq from after it was removed, yields nothing.
+    """
     starts: dict[str, int] = dict(point.channels)
     for cid, entry in hub.registry.open_channels.items():
         if agent_id in entry.participants and cid not in starts:
@@ -82,40 +88,32 @@ async def missed(hub: Hub, agent_id: str, point: ResumePoint) -> list[Envelope]:
 async def _channel_missed(
     hub: Hub, agent_id: str, channel_id: str, after: int, since: float
 ) -> list[Envelope]:
-    store = hub.store
-    member = True
-    cursor = after
-    if after > 0:
-        # the envelope it saw last tells whether it was still a member (it may have been removed)
-        (last,) = await store.read(channel_id, after_seq=after - 1, limit=1) or (None,)
-        if last is None:
-            return []
-        member = not (last.event_type == EV_PARTICIPANT_REMOVED and _concerns(last, agent_id))
-    arbiters = hub.arbiters
-    state = None
-    if arbiters:
+    try:
         state = (await hub._channel(channel_id)).state
+    except NotFound:
+        return []
+    if agent_id not in state.spans:
+        return []  # never a participant: a resume point grants nothing
+    arbiters = hub.arbiters
+    store = hub.store
     out: list[Envelope] = []
+    cursor = after
     while True:
         page = await store.read(channel_id, after_seq=cursor, limit=_PAGE)
         if not page:
             return out
         for env in page:
-            if env.seq == 1 and env.event_type == EV_CHANNEL_OPENED:
-                member = agent_id in env.event_data.get("participants", ())
-            elif _concerns(env, agent_id):
-                if env.event_type == EV_PARTICIPANT_ADDED:
-                    member = True
-                else:
-                    if env.ts >= since or after > 0:
-                        out.append(env)  # the last thing a removed participant hears
-                    member = False
-                    continue
-            if not member or env.sender_id == agent_id or not env.visible_to(agent_id):
+            if env.event_type == EV_PARTICIPANT_REMOVED and _concerns(env, agent_id):
+                if env.ts >= since or after > 0:
+                    out.append(env)  # the last thing a removed participant hears
+                continue
+            if not state.member_at(agent_id, env.seq):
+                continue
+            if env.sender_id == agent_id or not env.visible_to(agent_id):
                 continue
             if after == 0 and env.ts < since:
                 continue  # before this link attached the participant: never promised to it
-            if state is not None and not all(a.check_dispatch(state, env, agent_id) for a in arbiters):
+            if arbiters and not all(a.check_dispatch(state, env, agent_id) for a in arbiters):
                 continue
             out.append(env)
         cursor = page[-1].seq

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,17 @@ from ..protocol.registry import (
     RG_CHANNEL_CLOSED,
     RG_CHANNEL_MEMBERS,
     RG_CHANNEL_OPENED,
+    RG_KEY_REVOKED,
+    RG_MEMBER_REMOVED,
     RG_OBSERVED,
+    RG_UNREGISTERED,
+    RG_VISA_PARTICIPANT_REMOVED,
+    RG_VISA_REVOKED,
+    RG_VISA_UPDATED,
     RegistryState,
     fold_registry,
 )
+from ..protocol.visibility import sees_channel, sees_envelope
 from ..store.base import AppendPart, LogStore
 from .audit import AUDIT_STREAM, AuditChain, registry_org
 from .governance import HubArbiter, HubListener, RuleEnforcer
@@ -58,6 +66,27 @@ DEFAULT_MAX_PAYLOAD = 1 << 20
 DEFAULT_ACK_TIMEOUT = 30.0
 RECENTLY_CLOSED = 4096  # closes remembered for reconnect catch-up
 _DEDUP_PER_CHANNEL = 1024
+
+# registry events that can take authority away, and the reason a subscription they end is given
+_AUTHORITY_REASONS: dict[str, str] = {
+    RG_MEMBER_REMOVED: "removed",
+    RG_VISA_PARTICIPANT_REMOVED: "removed",
+    RG_VISA_UPDATED: "visa_narrowed",
+    RG_VISA_REVOKED: "visa_revoked",
+    RG_UNREGISTERED: "unregistered",
+}
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """A live subscription to one channel (a socket's ``channel:`` topic): the hub asks the visibility
+    function for its session at every delivery, and ends it (``on_end(reason)``) when the answer
+    becomes no."""
+
+    session: Session
+    channel_id: str
+    observer: Callable[[Envelope], None]
+    on_end: Callable[[str], None] | None = None
 
 
 @dataclass(eq=False)
@@ -125,8 +154,10 @@ class HubCore:
         self._endpoints: dict[str, Endpoint] = {}
         self._attached_by: dict[str, Session] = {}
         self._observed_dirty: set[str] = set()
-        # channel_id → observers told of every durable envelope (sockets streaming a thread)
-        self._watchers: dict[str, set[Callable[[Envelope], None]]] = {}
+        # channel_id → live subscriptions told of every durable envelope they may see (sockets)
+        self._watches: dict[str, set[Watch]] = {}
+        # key_id → the live sessions opened with it, so revoking the key ends them at once
+        self._sessions_by_key: dict[str, weakref.WeakSet[Session]] = {}
         # (closed_at, channel_id, everyone who ever took part), newest last; also (removed_at,
         # channel_id, (removed participant,)) for each removal — both for reconnect catch-up
         self.recently_closed: deque[tuple[float, str, tuple[str, ...]]] = deque(maxlen=RECENTLY_CLOSED)
@@ -194,6 +225,7 @@ class HubCore:
             state = victim.state
             if (
                 cid == channel_id
+                or cid in self._watches  # a subscription re-asks visibility from its state
                 or victim.waiters
                 or victim.durable_seq != state.last_seq
                 or any(not isinstance(v, Envelope) for v in victim.dedup.values())
@@ -214,7 +246,8 @@ class HubCore:
         snap = await self.store.get_snapshot(channel_id)
         state: ChannelState | None = None
         after = 0
-        if snap is not None and snap[0] <= last:
+        # a snapshot from before membership spans were kept cannot answer catch-up: refold instead
+        if snap is not None and snap[0] <= last and "spans" in snap[1]:
             state = ChannelState.from_dict(snap[1])
             after = snap[0]
         for env in await self.store.read(channel_id, after_seq=after):
@@ -331,10 +364,9 @@ class HubCore:
                 # for catch-up: a client away while it was added and removed again must still hear of it
                 removed = (str(env.event_data["participant"]),)
                 self.recently_closed.append((env.ts, state.channel_id, removed))
-            watchers = self._watchers.get(state.channel_id)
-            if watchers:
-                for watcher in list(watchers):
-                    watcher(env)
+            watches = self._watches.get(state.channel_id)
+            if watches:
+                self._deliver_to_watches(state, env, watches)
             for listener in self.listeners:
                 listener.on_envelope(state, env)
             if env.event_type == EV_EXPECTATION_VIOLATED:
@@ -355,7 +387,12 @@ class HubCore:
         if ch.since_snapshot >= self.snapshot_every:
             ch.since_snapshot = 0
             self._background(self.store.put_snapshot(state.channel_id, state.last_seq, state.to_dict()))
-        if not state.is_open and not ch.waiters and ch.durable_seq == state.last_seq:
+        if (
+            not state.is_open
+            and not ch.waiters
+            and ch.durable_seq == state.last_seq
+            and state.channel_id not in self._watches
+        ):
             # closed channels are cheap to refold from their final snapshot; keep memory for live ones
             if ch.since_snapshot:
                 ch.since_snapshot = 0
@@ -372,6 +409,104 @@ class HubCore:
                 cached = ch.fanout[env.sender_id] = recipients(ch.state, env)
                 return cached
         return recipients(ch.state, env)
+
+    # --- visibility on live connections (DESIGN §7) -------------------------------------------------
+
+    def sees(self, session: Session, state: ChannelState) -> bool:
+        """The visibility function (``protocol.visibility``) for this session, now."""
+        if session.revoked is not None:
+            return False
+        return sees_channel(self.registry, session.principal, state.team_id, state.participants, self.clock())
+
+    def may_see(self, session: Session, env: Envelope) -> bool:
+        """Of a channel the session sees, may it see this envelope? (The audience rule.)"""
+        return session.revoked is None and sees_envelope(self.registry, session.principal, env)
+
+    def _deliver_to_watches(self, state: ChannelState, env: Envelope, watches: set[Watch]) -> None:
+        registry = self.registry
+        for w in list(watches):
+            if not self.sees(w.session, state):
+                self._end_watch(w, "removed")
+            elif sees_envelope(registry, w.session.principal, env):
+                w.observer(env)
+
+    def _add_watch(self, watch: Watch) -> Callable[[], None]:
+        watches = self._watches.setdefault(watch.channel_id, set())
+        watches.add(watch)
+        self._track(watch.session)
+
+        def unwatch() -> None:
+            watches.discard(watch)
+            if not watches and self._watches.get(watch.channel_id) is watches:
+                del self._watches[watch.channel_id]
+
+        return unwatch
+
+    def _end_watch(self, watch: Watch, reason: str) -> None:
+        watches = self._watches.get(watch.channel_id)
+        if watches is None or watch not in watches:
+            return
+        watches.discard(watch)
+        if not watches:
+            del self._watches[watch.channel_id]
+        if watch.on_end is not None:
+            try:
+                watch.on_end(reason)
+            except Exception:
+                log.exception("ending a subscription to %s failed", watch.channel_id)
+
+    def _track(self, session: Session) -> None:
+        """Remember a keyed session that holds something live, so revoking its key reaches it."""
+        if session.key_id is not None:
+            self._sessions_by_key.setdefault(session.key_id, weakref.WeakSet()).add(session)
+
+    def _authority_changed(self, envs: list[Envelope]) -> None:
+        """Folded registry events that may take authority away: end what they took, at once.
+
+        A revoked key ends every session opened with it (subscriptions closed, participants
+        detached, its owners told); any other such event re-asks visibility for every subscription.
+        """
+        reason: str | None = None
+        for env in envs:
+            if env.event_type == RG_KEY_REVOKED:
+                self._revoke_sessions(str(env.event_data["key_id"]), "key_revoked")
+            elif env.event_type in _AUTHORITY_REASONS and reason is None:
+                reason = _AUTHORITY_REASONS[env.event_type]
+                if env.event_type == RG_VISA_REVOKED and env.event_data.get("reason") == "left":
+                    reason = "left"
+        if reason is None:
+            return
+        for watches in list(self._watches.values()):
+            for w in list(watches):
+                ch = self._channels.get(w.channel_id)
+                if ch is None or not self.sees(w.session, ch.state):
+                    self._end_watch(w, reason)
+
+    def _revoke_sessions(self, key_id: str, reason: str) -> None:
+        sessions = list(self._sessions_by_key.pop(key_id, ()))
+        if not sessions:
+            return
+        for session in sessions:
+            session.revoked = reason
+        for watches in list(self._watches.values()):
+            for w in list(watches):
+                if w.session.revoked is not None:
+                    self._end_watch(w, reason)
+        for session in sessions:
+            self._release(session)
+            for callback in list(session.on_revoked):
+                try:
+                    callback(reason)
+                except Exception:
+                    log.exception("telling a revoked session failed")
+
+    def _release(self, session: Session) -> None:
+        """Detach every participant the session attached: nothing more is delivered through it."""
+        for agent_id in list(session.agents):
+            if self._attached_by.get(agent_id) is session:
+                del self._attached_by[agent_id]
+                self._endpoints.pop(agent_id, None)
+            session.agents.discard(agent_id)
 
     def _observe(
         self,
@@ -420,6 +555,9 @@ class HubCore:
             fold_registry(self.registry, env)
             envs.append(env)
         self._registry_since_snapshot += len(envs)
+        if any(e.event_type == RG_KEY_REVOKED or e.event_type in _AUTHORITY_REASONS for e in envs):
+            # before the write is durable: taking authority away early fails closed
+            self._authority_changed(envs)
         return envs
 
     async def _registry_write(self, events: list[tuple[str, dict[str, Any]]]) -> None:

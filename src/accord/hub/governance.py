@@ -19,7 +19,7 @@ from ..model.errors import (
     TooManyOpenChannels,
     TurnBudgetExhausted,
 )
-from ..model.events import TURN_EVENTS
+from ..model.events import CONTROL_EVENTS, TURN_EVENTS
 from ..model.identity import Passport, Rule
 from ..protocol.channel import ChannelState
 
@@ -137,11 +137,15 @@ class RuleEnforcer:
             other_rule = self._rule(other)
             if other_rule is not None and other_rule.deny_from and not self._admits(other_rule, sender):
                 raise AccessDenied(f"{self._name(other)} does not accept envelopes from {self._name(sender)}")
-        if rule.rate_per_minute is not None:
+        if rule.rate_per_minute is not None and proposal.event_type not in CONTROL_EVENTS:
             self._bucket(sender, rule, now)
 
-    def take_token(self, sender: str, now: float) -> None:
-        """Spend one send from the sender's bucket; called after every other check passed."""
+    def take_token(self, sender: str, now: float, event_type: str | None = None) -> None:
+        """Spend one send from the sender's bucket; called after every other check passed. Only the
+        participant's own envelopes count: not the ``channel.ack``/``channel.reject`` its client sends
+        by itself to answer an invitation (``CONTROL_EVENTS``)."""
+        if event_type in CONTROL_EVENTS:
+            return
         rule = self._rule(sender)
         if rule is not None and rule.rate_per_minute is not None:
             self._bucket(sender, rule, now).tokens -= 1.0

@@ -69,6 +69,7 @@ from ..protocol.channel import (
 )
 from ..protocol.expectations import due, next_deadline
 from ..protocol.registry import REGISTRY_STREAM, RG_CHANNEL_CLOSED, RegistryState, fold_registry
+from ..protocol.visibility import Principal, guest_covered, guest_may, sees_channel
 from ..store.base import LogStore
 from ..store.knowledge import KnowledgeStore, knowledge_beside
 from .audit import AUDIT_STREAM, AuditChain
@@ -294,10 +295,11 @@ class Hub(Reading):
         ch = await self._channel(channel_id)
         state = ch.state
         try:
+            self._require_live(session)
+            if not self.sees(session, state):
+                raise NotFound(f"unknown channel {channel_id}")
             if not session.may_administer:
                 raise AccessDenied("only an org admin can change who takes part in a channel")
-            if not self._org_sees_channel(session.org_id, state):
-                raise NotFound(f"unknown channel {channel_id}")
             if state.team_id is not None:
                 raise ProtocolViolation("a team thread follows its team: add or remove team members instead")
             if not get_adapter(state.adapter).dynamic_membership:
@@ -365,9 +367,16 @@ class Hub(Reading):
             raise
         state = ch.state
         try:
+            # first whether the session may see the channel at all: for a channel that is not its
+            # own, every refusal below would tell it the channel exists (DESIGN §7)
+            self._require_live(session)
+            if not self.sees(session, state):
+                raise NotFound(f"unknown channel {proposal.channel_id}")
             self._require_actor(session, proposal.sender_id)
             if proposal.sender_id not in state.participants:
                 self._not_a_participant(state, proposal.sender_id)
+            if state.team_id is not None:
+                self._require_grant(state.team_id, proposal.sender_id, "post")
         except AccordError as err:
             await self._refuse(
                 err,
@@ -400,7 +409,7 @@ class Hub(Reading):
                     details={"limit": self.max_payload_bytes},
                 )
             self._check_inboxes(ch, env)
-            self.rules.take_token(proposal.sender_id, now)  # last: a refused send costs no token
+            self.rules.take_token(proposal.sender_id, now, proposal.event_type)  # last: a refusal is free
         except AccordError as err:
             await self._refuse(
                 err,
@@ -458,9 +467,26 @@ class Hub(Reading):
     def _not_a_participant(self, state: ChannelState, sender: str) -> None:
         """Privacy (DESIGN §7): to an outsider from another org, a channel does not exist."""
         member = self.registry.members.get(sender)
-        if not self._org_sees_channel(member.passport.org_id if member is not None else None, state):
+        org_id = member.passport.org_id if member is not None else None
+        if org_id is None or not sees_channel(
+            self.registry, Principal(org_id), state.team_id, state.participants, self.clock()
+        ):
             raise NotFound(f"unknown channel {state.channel_id}")
         raise NotParticipant(f"{state.name_of(sender)} is not a participant of channel {state.channel_id}")
+
+    def _require_grant(self, team_id: str, participant_id: str, grant: str) -> None:
+        """A guest participant acts in the host's team only while a valid Visa covers it and grants
+        ``grant`` (the host's own participants always may)."""
+        member = self.registry.members.get(participant_id)
+        if member is None:
+            raise NotFound(f"unknown participant {participant_id!r}")
+        now = self.clock()
+        if not guest_covered(self.registry, team_id, participant_id, now):
+            raise AccessDenied(f"{member.passport.name!r} is no longer covered by a Visa to this team")
+        if not guest_may(self.registry, team_id, member.passport.org_id, grant, now):
+            raise AccessDenied(
+                f"your organization's Visa to this team does not grant {grant!r}", details={"grant": grant}
+            )
 
     def _check_inboxes(self, ch: _Channel, env: Envelope) -> None:
         endpoints = self._endpoints
@@ -481,6 +507,9 @@ class Hub(Reading):
         ch = await self._channel(channel_id)
         state = ch.state
         try:
+            self._require_live(session)
+            if not self.sees(session, state):
+                raise NotFound(f"unknown channel {channel_id}")
             self._require_actor(session, actor)
             if actor not in state.participants:
                 raise NotFound(f"unknown channel {channel_id}")
@@ -587,6 +616,7 @@ class Hub(Reading):
                     await self._commit(ch, [env], env.seq - 1)
                 else:
                     await self._hub_close(ch, item.reason, **item.data)
+        actions += await self.teams.expire_visas(now)
         obs = self._flush_observed()
         if obs is not None:
             await obs

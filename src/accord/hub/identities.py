@@ -6,6 +6,7 @@ write that needs it, while identity changes stay plain registry writes of ``HubC
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..model.errors import (
@@ -28,6 +29,7 @@ from ..protocol.registry import (
     RG_UNREGISTERED,
     RG_UPDATED,
 )
+from ..protocol.visibility import key_live
 from .core import HubCore
 from .session import Endpoint, Session
 
@@ -119,8 +121,26 @@ class Identities(HubCore):
         return Session(new_id("hub"), key.org_id, scope=key.scope, subject=key.subject, key_id=key.key_id)
 
     def end_session(self, session: Session) -> None:
-        for agent_id in list(session.agents):
-            self.detach(session, agent_id)
+        self._release(session)
+
+    def guard(self, session: Session, on_revoked: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_revoked(reason)`` once if the session's authority ends while it is open (its key
+        is revoked): how a socket learns to close. Returns the function that stops it."""
+        self._require_live(session)
+        session.on_revoked.append(on_revoked)
+        self._track(session)
+
+        def unguard() -> None:
+            if on_revoked in session.on_revoked:
+                session.on_revoked.remove(on_revoked)
+
+        return unguard
+
+    def _require_live(self, session: Session) -> None:
+        """A session whose key was revoked can do nothing more (REST re-authenticates every request;
+        this is what stops a socket opened before the revocation)."""
+        if session.revoked is not None or not key_live(self.registry, session.principal):
+            raise Unauthenticated("invalid or revoked API key")
 
     async def register(
         self,
@@ -136,6 +156,7 @@ class Identities(HubCore):
         held by another live session is refused with ``name_taken``.
         """
         self._ensure_open()
+        self._require_live(session)
         passport = Passport(
             name=passport.name,
             agent_id="",
@@ -184,6 +205,7 @@ class Identities(HubCore):
         API key* — a reconnecting socket may beat the server to noticing that its old one is dead.
         """
         self._ensure_open()
+        self._require_live(session)
         member = self.registry.lookup(session.org_id, name)
         if member is None:
             raise NotFound(f"no participant named {name!r}")
@@ -229,6 +251,7 @@ class Identities(HubCore):
         return member.passport
 
     def _connect(self, session: Session, agent_id: str, endpoint: Endpoint | None) -> None:
+        self._track(session)
         session.agents.add(agent_id)
         self._attached_by[agent_id] = session
         if endpoint is not None:
@@ -246,6 +269,23 @@ class Identities(HubCore):
         await self._registry_write([(RG_UNREGISTERED, {"agent_id": agent_id})])
         self.detach(session, agent_id)
         self.rules.forget(agent_id)
+
+    async def rule_for(self, session: Session, agent_id: str) -> Rule:
+        """A participant's Rule over the network: for an admin key of its own org, or the key of that
+        participant itself — not for its org's other agents and people (refusals audited)."""
+        try:
+            self._require_live(session)
+            member = self.registry.member_in(session.org_id, agent_id)
+            if member is None:
+                raise NotFound(f"unknown participant {agent_id!r}")
+            if not (session.may_administer or session.subject == agent_id):
+                raise AccessDenied("reading a participant's rule needs an org admin key or its own key")
+        except AccordError as err:
+            await self._refuse(
+                err, actor=session.session_id, action="rule.read", channel_id=None, org_id=session.org_id
+            )
+            raise
+        return member.rule
 
     async def set_rule_for(self, session: Session, agent_id: str, rule: Rule) -> None:
         """``set_rule`` over the network: an admin key of the participant's own org (refusals audited)."""
@@ -292,6 +332,7 @@ class Identities(HubCore):
         self._observed_dirty.add(agent_id)
 
     def _require_actor(self, session: Session, agent_id: str) -> None:
+        self._require_live(session)
         if session.acts_for(agent_id):
             return
         if session.scope == "admin":

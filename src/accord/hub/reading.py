@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..model.cursors import CURSOR_MAX, parse_cursor
 from ..model.envelope import Envelope
 from ..model.errors import AccessDenied, AccordError, InvalidInput, NotFound
 from ..protocol.channel import ChannelState, get_adapter
 from ..protocol.channel import can_send as _can_send
 from .audit import read_org
+from .core import Watch
 from .identities import Identities
 from .session import Session
 
@@ -23,36 +25,33 @@ class Reading(Identities):
     # --- reading ----------------------------------------------------------------------------------
 
     async def watch(
-        self, session: Session, channel_id: str, observer: Callable[[Envelope], None]
+        self,
+        session: Session,
+        channel_id: str,
+        observer: Callable[[Envelope], None],
+        on_end: Callable[[str], None] | None = None,
     ) -> Callable[[], None]:
-        """Tell ``observer`` of every envelope of the channel once it is durable; returns ``unwatch``.
+        """Tell ``observer`` of every envelope of the channel the session may see, once it is durable;
+        returns ``unwatch``.
 
-        Only for a channel the session's org may see (else ``not_found``, audited). The observer runs
-        inside fan-out: it must only queue (a socket writer drains it), never block.
+        Only for a channel the session may see (else ``not_found``, audited). The hub asks the
+        visibility function again at every delivery and whenever authority is taken away; when the
+        answer becomes no, the subscription ends and ``on_end(reason)`` is called (a socket sends
+        ``phx_close`` with it). The observer runs inside fan-out: it must only queue, never block.
         """
         await self.require_visible(session, channel_id, action="watch")
-        watchers = self._watchers.setdefault(channel_id, set())
-        watchers.add(observer)
-
-        def unwatch() -> None:
-            watchers.discard(observer)
-            if not watchers and self._watchers.get(channel_id) is watchers:
-                del self._watchers[channel_id]
-
-        return unwatch
+        return self._add_watch(Watch(session, channel_id, observer, on_end))
 
     async def require_visible(
         self, session: Session, channel_id: str, *, action: str = "read"
     ) -> ChannelState:
-        """The channel's state if the session's org may see it (DESIGN §7), else ``not_found``, audited.
-
-        A key scoped to one agent or person sees only channels its subject takes part in.
-        """
+        """The channel's state if the session may see it (``protocol.visibility``), else ``not_found``
+        — the same for a channel that exists but is not the session's as for one that never existed —
+        audited."""
         try:
+            self._require_live(session)
             ch = await self._channel(channel_id)
-            if not self._org_sees_channel(session.org_id, ch.state) or (
-                session.subject is not None and session.subject not in ch.state.participants
-            ):
+            if not self.sees(session, ch.state):
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
             await self._refuse(
@@ -70,38 +69,16 @@ class Reading(Identities):
         limit: int | None = None,
         last: int | None = None,
     ) -> list[Envelope]:
-        """``read_wal`` for a remote reader: only a channel its org may see, only envelopes it may see."""
-        for label, value in (("after_seq", after_seq), ("limit", limit), ("last", last)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise InvalidInput(f"{label} must be a non-negative integer")
+        """``read_wal`` for a remote reader: only a channel it may see, only envelopes it may see."""
+        after_seq = parse_cursor(after_seq, "after_seq")
+        for label, value in (("limit", limit), ("last", last)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= CURSOR_MAX
+            ):
+                raise InvalidInput(f"{label} must be an integer from 0 to 2^53")
         await self.require_visible(session, channel_id)
         envs = await self.read_wal(channel_id, after_seq, limit, last=last)
         return [e for e in envs if self.may_see(session, e)]
-
-    def may_see(self, session: Session, env: Envelope) -> bool:
-        """Audience rule for an observer: addressed envelopes only if its org/subject is addressed or sent."""
-        if env.audience is None:
-            return True
-        members = self.registry.members
-
-        def ours(pid: str) -> bool:
-            if session.subject is not None:
-                return pid == session.subject
-            m = members.get(pid)
-            return m is not None and m.passport.org_id == session.org_id
-
-        return ours(env.sender_id) or any(ours(a) for a in env.audience)
-
-    def _org_sees_channel(self, org_id: str | None, state: ChannelState) -> bool:
-        """A channel exists for the orgs of its participants and, for a team thread, the team's orgs."""
-        if org_id is None:
-            return False
-        if state.team_id is not None:
-            return self.registry.may_see_team(org_id, state.team_id)
-        members = self.registry.members
-        return any(
-            (m := members.get(p)) is not None and m.passport.org_id == org_id for p in state.participants
-        )
 
     async def channel_state(self, channel_id: str) -> ChannelState:
         return (await self._channel(channel_id)).state
@@ -149,8 +126,7 @@ class Reading(Identities):
         Returns at most ``limit`` envelopes and the seq to continue from (0 once the end was reached).
         """
         try:
-            if not isinstance(after_seq, int) or after_seq < 0:
-                raise InvalidInput("after_seq must be a non-negative integer")
+            parse_cursor(after_seq, "after_seq")
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
@@ -185,8 +161,7 @@ class Reading(Identities):
         try:
             if not session.may_administer:
                 raise AccessDenied("reading the audit log needs an org admin key")
-            if not isinstance(after_seq, int) or after_seq < 0:
-                raise InvalidInput("after_seq must be a non-negative integer")
+            parse_cursor(after_seq, "after_seq")
             if not isinstance(limit, int) or not 0 < limit <= 1000:
                 raise InvalidInput("limit must be an integer from 1 to 1000")
         except AccordError as err:

@@ -5,11 +5,14 @@ Their own module because links, tests and every hub layer use them, without need
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from ..model.envelope import Envelope
 from ..model.identity import DEFAULT_ORG
+from ..protocol.visibility import Principal
 
 
 class Endpoint(Protocol):
@@ -37,6 +40,15 @@ class Session:
     scope: str = "local"
     subject: str | None = None
     key_id: str | None = None
+    # set when the session's authority ended (its key was revoked): from then on it sees nothing
+    revoked: str | None = None
+    # told (once, with the reason) when that happens: a socket closes its topics and itself
+    on_revoked: list[Callable[[str], None]] = field(default_factory=list)
+
+    @cached_property
+    def principal(self) -> Principal:
+        """What the visibility function (``protocol.visibility``) is asked about."""
+        return Principal(self.org_id, self.subject, self.key_id)
 
     def acts_for(self, agent_id: str) -> bool:
         return agent_id in self.agents or agent_id == self.subject

@@ -13,8 +13,10 @@ Privacy rules (DESIGN §7), all enforced here and in the hub, never in a transpo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope
 from ..model.errors import AccessDenied, AccordError, ChannelClosed, InvalidInput, NotFound, ProtocolViolation
 from ..model.events import (
@@ -25,7 +27,16 @@ from ..model.events import (
     HUB_SENDER,
 )
 from ..model.ids import new_id
-from ..model.records import Invite, Membership, Team, key_hash, new_join_code
+from ..model.records import (
+    DEFAULT_GRANTS,
+    Invite,
+    Membership,
+    Team,
+    Visa,
+    check_grants,
+    key_hash,
+    new_join_code,
+)
 from ..protocol.channel import ChannelState, fold, get_adapter
 from ..protocol.registry import (
     RG_INVITE_CREATED,
@@ -37,14 +48,24 @@ from ..protocol.registry import (
     RG_TEAM_CREATED,
     RG_TEAM_THREAD,
     RG_VISA_GRANTED,
+    RG_VISA_PARTICIPANT_REMOVED,
     RG_VISA_REVOKED,
+    RG_VISA_UPDATED,
 )
+from ..protocol.visibility import guest_may, visible_team
 from .service import HubService
 
 if TYPE_CHECKING:
     from .hub import Session
 
 T = TypeVar("T")
+
+
+class Unset:
+    """The default of an optional argument where ``None`` is a value (a Visa with no expiry)."""
+
+
+UNSET = Unset()
 DEFAULT_INVITE_TTL = 7 * 24 * 3600.0
 _NAME_MAX = 200
 _DESCRIPTION_MAX = 4000
@@ -67,10 +88,19 @@ class TeamService(HubService):
     # --- visibility ---------------------------------------------------------------------------------
 
     def _visible(self, session: Session, team_id: str) -> Team:
-        registry = self.hub.registry
-        if not isinstance(team_id, str) or not registry.may_see_team(session.org_id, team_id):
+        """The team if the session may see it (``protocol.visibility``), else ``not_found``."""
+        self.hub._require_live(session)
+        team = visible_team(self.hub.registry, session.org_id, team_id, self.hub.clock())
+        if team is None:
             raise NotFound(f"unknown team {team_id!r}")
-        return registry.teams[team_id]
+        return team
+
+    def _grant(self, session: Session, team: Team, grant: str) -> None:
+        """A guest org does ``grant`` in the host's team only under a valid Visa that allows it."""
+        if not guest_may(self.hub.registry, team.team_id, session.org_id, grant, self.hub.clock()):
+            raise AccessDenied(
+                f"your organization's Visa to this team does not grant {grant!r}", details={"grant": grant}
+            )
 
     def _owned(self, session: Session, team_id: str) -> Team:
         team = self._visible(session, team_id)
@@ -94,8 +124,9 @@ class TeamService(HubService):
         return self._visible(session, team_id)
 
     def list_teams(self, session: Session) -> list[Team]:
-        registry = self.hub.registry
-        teams = [t for t in registry.teams.values() if registry.may_see_team(session.org_id, t.team_id)]
+        self.hub._require_live(session)
+        registry, now = self.hub.registry, self.hub.clock()
+        teams = [t for t in registry.teams.values() if visible_team(registry, session.org_id, t.team_id, now)]
         return sorted(teams, key=lambda t: t.created_at)
 
     def members(self, session: Session, team_id: str) -> list[Membership]:
@@ -122,6 +153,7 @@ class TeamService(HubService):
         addressed to an audience is visible only if its sender or an addressee acts for this session.
         """
         try:
+            parse_cursor(after_seq, "after_seq")
             self._thread(session, team_id, channel_id)
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
@@ -173,6 +205,7 @@ class TeamService(HubService):
         self._admin(session)
         team = self._visible(session, team_id)
         self._open(team)
+        self._grant(session, team, "add_members")
         return await self._admit(session.org_id, team, member_id, role)
 
     async def _admit(self, org_id: str, team: Team, member_id: str, role: str) -> Membership:
@@ -182,6 +215,16 @@ class TeamService(HubService):
         member = registry.member_in(org_id, member_id)
         if member is None:
             raise NotFound(f"no participant {member_id!r} in your organization")
+        if org_id != team.org_id:
+            visa = registry.visa_of(team.team_id, org_id)
+            if visa is None or not visa.valid(self.hub.clock()):
+                raise NotFound(f"unknown team {team.team_id!r}")
+            if member_id in visa.removed:
+                raise AccessDenied(
+                    f"the team's host removed {member.passport.name!r}: it cannot be brought back under "
+                    "this Visa",
+                    details={"participant": member_id},
+                )
         existing = registry.team_members.get(team.team_id, {}).get(member_id)
         if existing is not None:
             return registry.memberships[existing]
@@ -195,23 +238,50 @@ class TeamService(HubService):
 
     async def _remove_member(self, session: Session, membership_id: str) -> None:
         self._admin(session)
-        m = self.hub.registry.memberships.get(membership_id) if isinstance(membership_id, str) else None
-        if m is None or not self.hub.registry.may_see_team(session.org_id, m.team_id):
+        self.hub._require_live(session)
+        registry = self.hub.registry
+        m = registry.memberships.get(membership_id) if isinstance(membership_id, str) else None
+        team = visible_team(registry, session.org_id, m.team_id, self.hub.clock()) if m else None
+        if m is None or team is None:
             raise NotFound(f"unknown membership {membership_id!r}")
-        team = self.hub.registry.teams[m.team_id]
         if team.org_id != session.org_id and m.org_id != session.org_id:
             raise NotFound(f"unknown membership {membership_id!r}")  # a guest removes only its own
+        if team.org_id == session.org_id and m.org_id != session.org_id:
+            # the host takes a guest participant out: off its Visa too, so it cannot come back
+            visa = registry.visa_of(team.team_id, m.org_id)
+            if visa is not None:
+                await self._bar(visa, m.member_id)
+                return
         await self._expel([m])
 
-    async def _expel(self, memberships: list[Membership]) -> None:
-        if not memberships:
+    async def _expel(
+        self, memberships: list[Membership], also: Sequence[tuple[str, dict[str, Any]]] = ()
+    ) -> None:
+        """Remove memberships (with any registry events that go with them, in the same write), then
+        take the members out of every open thread of their teams."""
+        if not memberships and not also:
             return
         now = self.hub.clock()
         await self.hub._registry_write(
-            [(RG_MEMBER_REMOVED, {"membership_id": m.membership_id, "removed_at": now}) for m in memberships]
+            [
+                *also,
+                *[
+                    (RG_MEMBER_REMOVED, {"membership_id": m.membership_id, "removed_at": now})
+                    for m in memberships
+                ],
+            ]
         )
         for m in memberships:
             await self._follow(m.team_id, m.member_id, EV_PARTICIPANT_REMOVED)
+
+    async def _bar(self, visa: Visa, participant_id: str) -> None:
+        """Take one guest participant off a Visa (and out of the team): it cannot be re-added under it."""
+        registry = self.hub.registry
+        membership_id = registry.team_members.get(visa.team_id, {}).get(participant_id)
+        ours = [registry.memberships[membership_id]] if membership_id is not None else []
+        host = registry.teams[visa.team_id].org_id  # the host's act: in the host's audit log
+        event = {"visa_id": visa.visa_id, "participant": participant_id, "org_id": host}
+        await self._expel(ours, [(RG_VISA_PARTICIPANT_REMOVED, event)])
 
     async def _follow(self, team_id: str, member_id: str, event_type: str) -> None:
         """Keep every open thread of the team in step with its membership."""
@@ -230,6 +300,7 @@ class TeamService(HubService):
         self._admin(session)
         team = self._visible(session, team_id)
         self._open(team)
+        self._grant(session, team, "create_threads")
         title = _text(title, "a thread's title", _NAME_MAX, required=True)
         registry = self.hub.registry
         members = list(registry.team_members.get(team_id, {}))
@@ -261,14 +332,26 @@ class TeamService(HubService):
         *,
         expires_in: float | None = DEFAULT_INVITE_TTL,
         max_uses: int | None = 1,
+        grants: Sequence[str] = DEFAULT_GRANTS,
+        visa_expires_in: float | None = None,
     ) -> tuple[Invite, str]:
-        """A join code for another org (shown once). Defaults: single use, valid for 7 days."""
+        """A join code for another org (shown once). Defaults: single use, valid for 7 days; the Visa
+        it grants allows ``post`` and ``add_members`` and does not expire (``visa_expires_in``: it
+        expires that many seconds after the join)."""
         return await self._refusing(
-            session, "team.invite", self._create_invite(session, team_id, expires_in, max_uses)
+            session,
+            "team.invite",
+            self._create_invite(session, team_id, expires_in, max_uses, grants, visa_expires_in),
         )
 
     async def _create_invite(
-        self, session: Session, team_id: str, expires_in: float | None, max_uses: int | None
+        self,
+        session: Session,
+        team_id: str,
+        expires_in: float | None,
+        max_uses: int | None,
+        grants: Sequence[str],
+        visa_expires_in: float | None,
     ) -> tuple[Invite, str]:
         self._admin(session)
         team = self._owned(session, team_id)
@@ -279,10 +362,22 @@ class TeamService(HubService):
             raise InvalidInput("max_uses must be a positive integer (or None)")
         if expires_in is None and max_uses is None:
             raise InvalidInput("an invite must be single-use, limited or expiring")
+        checked = check_grants(list(grants))
+        if visa_expires_in is not None and (
+            not isinstance(visa_expires_in, int | float) or not 0 < visa_expires_in < float("inf")
+        ):
+            raise InvalidInput("visa_expires_in must be a positive number of seconds (or None)")
         now = self.hub.clock()
         code = new_join_code()
         invite = Invite(
-            new_id("inv"), team_id, key_hash(code), now, now + expires_in if expires_in else None, max_uses
+            new_id("inv"),
+            team_id,
+            key_hash(code),
+            now,
+            now + expires_in if expires_in else None,
+            max_uses,
+            grants=checked,
+            visa_expires_in=visa_expires_in,
         )
         await self.hub._registry_write([(RG_INVITE_CREATED, invite.to_dict())])
         return invite, code
@@ -323,15 +418,22 @@ class TeamService(HubService):
         events: list[tuple[str, dict[str, Any]]] = [
             (RG_INVITE_USED, {"invite_id": invite.invite_id, "at": now})
         ]
-        if (team.team_id, session.org_id) not in registry.live_visa:
-            visa = {
-                "visa_id": new_id("visa"),
-                "team_id": team.team_id,
-                "org_id": session.org_id,
-                "invite_id": invite.invite_id,
-                "granted_at": now,
-            }
-            events.append((RG_VISA_GRANTED, visa))
+        held = registry.visa_of(team.team_id, session.org_id)
+        if held is not None and not held.valid(now):
+            await self._end_visa(held, "expired")  # an expired Visa is over; this code starts anew
+            held = None
+        if held is None:
+            expires = now + invite.visa_expires_in if invite.visa_expires_in is not None else None
+            visa = Visa(
+                new_id("visa"), team.team_id, session.org_id, invite.invite_id, now, invite.grants, expires
+            )
+            events.append((RG_VISA_GRANTED, visa.to_dict()))
+        elif member_id in held.removed:
+            raise AccessDenied(
+                f"the team's host removed {member.passport.name!r}: it cannot be brought back under "
+                "this Visa",
+                details={"participant": member_id},
+            )
         await self.hub._registry_write(events)
         return await self._admit(session.org_id, team, member_id, role)
 
@@ -344,14 +446,9 @@ class TeamService(HubService):
         team = self._visible(session, team_id)
         if team.org_id == session.org_id:
             raise ProtocolViolation("the owning organization closes its team instead of leaving it")
-        registry = self.hub.registry
-        ours = [m for m in self.members(session, team_id) if m.org_id == session.org_id]
-        await self._expel(ours)
-        visa_id = registry.live_visa.get((team_id, session.org_id))
-        if visa_id is not None:
-            await self.hub._registry_write(
-                [(RG_VISA_REVOKED, {"visa_id": visa_id, "revoked_at": self.hub.clock(), "reason": "left"})]
-            )
+        visa = self.hub.registry.visa_of(team_id, session.org_id)
+        if visa is not None:
+            await self._end_visa(visa, "left")
 
     async def close(self, session: Session, team_id: str) -> None:
         """Close the team for good: its threads are frozen (readable, not writable)."""
@@ -369,3 +466,150 @@ class TeamService(HubService):
             if channel_id in self.hub.registry.open_channels:
                 ch = await self.hub._channel(channel_id)
                 await self.hub._hub_close(ch, "team_closed")
+
+    # --- Visas: what the host granted, and takes back -------------------------------------------------
+
+    def _visa(self, session: Session, visa_id: str, *, host: bool) -> tuple[Visa, Team]:
+        """A Visa the session may see: the host's admins see every Visa to their teams, a guest org
+        its own; ``host`` requires the former. Anything else is ``not_found``."""
+        self.hub._require_live(session)
+        registry = self.hub.registry
+        visa = registry.visas.get(visa_id) if isinstance(visa_id, str) else None
+        team = registry.teams.get(visa.team_id) if visa is not None else None
+        if visa is None or team is None or (team.org_id != session.org_id and visa.org_id != session.org_id):
+            raise NotFound(f"unknown visa {visa_id!r}")
+        if visa.org_id == session.org_id and not visa.valid(self.hub.clock()):
+            raise NotFound(f"unknown visa {visa_id!r}")  # a guest's ended Visa is gone for it
+        if host and team.org_id != session.org_id:
+            raise AccessDenied("only the team's host governs its Visas")
+        return visa, team
+
+    async def list_visas(self, session: Session, team_id: str) -> list[Visa]:
+        """The team's Visas, newest last: all of them (revoked ones too) for the host, the guest's
+        own valid one for a guest."""
+
+        async def go() -> list[Visa]:
+            return self._list_visas(session, team_id)
+
+        return await self._refusing(session, "visa.list", go())
+
+    def _list_visas(self, session: Session, team_id: str) -> list[Visa]:
+        self._admin(session)
+        team = self._visible(session, team_id)
+        visas = [v for v in self.hub.registry.visas.values() if v.team_id == team_id]
+        if team.org_id != session.org_id:
+            now = self.hub.clock()
+            visas = [v for v in visas if v.org_id == session.org_id and v.valid(now)]
+        return sorted(visas, key=lambda v: v.granted_at)
+
+    async def get_visa(self, session: Session, visa_id: str) -> Visa:
+        async def go() -> Visa:
+            self._admin(session)
+            return self._visa(session, visa_id, host=False)[0]
+
+        return await self._refusing(session, "visa.get", go())
+
+    async def update_visa(
+        self,
+        session: Session,
+        visa_id: str,
+        *,
+        grants: Sequence[str] | None = None,
+        expires_at: float | Unset | None = UNSET,
+    ) -> Visa:
+        """The host changes a live Visa's grants and/or expiry; a grant taken away is refused from the
+        very next action, and an expiry in the past ends the Visa now."""
+        return await self._refusing(
+            session, "visa.update", self._update_visa(session, visa_id, grants, expires_at)
+        )
+
+    async def _update_visa(
+        self, session: Session, visa_id: str, grants: Sequence[str] | None, expires_at: float | Unset | None
+    ) -> Visa:
+        self._admin(session)
+        visa, team = self._visa(session, visa_id, host=True)
+        if not visa.live:
+            raise ProtocolViolation("this Visa was revoked; the guest needs a new invite")
+        change: dict[str, Any] = {}
+        if grants is not None:
+            change["grants"] = list(check_grants(list(grants)))
+        if not isinstance(expires_at, Unset):
+            if expires_at is not None and (
+                not isinstance(expires_at, int | float)
+                or isinstance(expires_at, bool)
+                or expires_at != expires_at  # NaN
+            ):
+                raise InvalidInput("expires_at must be a time in seconds since the epoch, or null")
+            change["expires_at"] = expires_at
+        if not change:
+            raise InvalidInput("give grants and/or expires_at")
+        event = {"visa_id": visa.visa_id, "org_id": team.org_id, **change}
+        await self.hub._registry_write([(RG_VISA_UPDATED, event)])
+        if not visa.valid(self.hub.clock()):
+            await self._end_visa(visa, "expired")
+        return visa
+
+    async def remove_visa_participant(self, session: Session, visa_id: str, participant_id: str) -> Visa:
+        """The host takes one guest participant out of the team; it cannot be re-added under this Visa."""
+        return await self._refusing(
+            session,
+            "visa.remove_participant",
+            self._remove_visa_participant(session, visa_id, participant_id),
+        )
+
+    async def _remove_visa_participant(self, session: Session, visa_id: str, participant_id: str) -> Visa:
+        self._admin(session)
+        visa, _team = self._visa(session, visa_id, host=True)
+        if not visa.live:
+            raise ProtocolViolation("this Visa was revoked; its participants are already gone")
+        member = self.hub.registry.members.get(participant_id) if isinstance(participant_id, str) else None
+        if member is None or member.passport.org_id != visa.org_id:
+            raise NotFound(f"unknown participant {participant_id!r}")
+        await self._bar(visa, participant_id)
+        return visa
+
+    async def revoke_visa(self, session: Session, visa_id: str) -> None:
+        """The host revokes a Visa: every guest participant leaves every thread of the team at once,
+        the code that granted it stops working, and coming back needs a new invite."""
+        await self._refusing(session, "visa.revoke", self._revoke_visa(session, visa_id))
+
+    async def _revoke_visa(self, session: Session, visa_id: str) -> None:
+        self._admin(session)
+        visa, _team = self._visa(session, visa_id, host=True)
+        if visa.live:
+            await self._end_visa(visa, "revoked")
+
+    async def expire_visas(self, now: float) -> int:
+        """End every Visa whose expiry has passed (the sweeper calls this): the same path as a revoke,
+        so live connections are closed and the guests leave the threads."""
+        registry = self.hub.registry
+        due = [
+            registry.visas[v]
+            for v in list(registry.live_visa.values())
+            if (exp := registry.visas[v].expires_at) is not None and exp <= now
+        ]
+        for visa in due:
+            await self._end_visa(visa, "expired")
+        return len(due)
+
+    async def _end_visa(self, visa: Visa, reason: str) -> None:
+        """Revoke (reason ``revoked``, ``expired`` or ``left``) and take every guest member out, in one
+        registry write — the revocation first, so live subscriptions close before anything more is
+        written — then out of every open thread."""
+        registry = self.hub.registry
+        if not visa.live:
+            return
+        team = registry.teams[visa.team_id]
+        ids = registry.team_members.get(visa.team_id, {}).values()
+        guests = [registry.memberships[m] for m in ids if registry.memberships[m].org_id == visa.org_id]
+        now = self.hub.clock()
+        events: list[tuple[str, dict[str, Any]]] = [
+            (
+                RG_VISA_REVOKED,
+                {"visa_id": visa.visa_id, "revoked_at": now, "reason": reason, "org_id": team.org_id},
+            )
+        ]
+        invite = registry.invites.get(visa.invite_id)
+        if reason == "revoked" and invite is not None and invite.revoked_at is None:
+            events.append((RG_INVITE_REVOKED, {"invite_id": invite.invite_id, "revoked_at": now}))
+        await self._expel(guests, events)

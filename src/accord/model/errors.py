@@ -31,6 +31,13 @@ class InvalidInput(AccordError):
     code = "invalid_input"
 
 
+class InvalidCursor(InvalidInput):
+    """A cursor, seq or resume point that is not an integer from 0 to 2^53 (or its decimal string)."""
+
+    code = "invalid_cursor"
+    http_status = 422
+
+
 class PayloadTooLarge(AccordError):
     code = "payload_too_large"
     http_status = 413

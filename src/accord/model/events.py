@@ -41,6 +41,9 @@ HUB_ONLY_EVENTS: Final = frozenset(
         EV_PARTICIPANT_REMOVED,
     }
 )
+# protocol control events a participant's client sends by itself (answering an invitation): they are
+# not the participant's own content, so a Rule's rate never counts them
+CONTROL_EVENTS: Final = frozenset({EV_CHANNEL_ACK, EV_CHANNEL_REJECT})
 # events that take a turn (what adapters order and what Resume.observed counts)
 TURN_EVENTS: Final = frozenset({EV_TEXT, EV_HANDOFF})
 

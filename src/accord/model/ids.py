@@ -2,8 +2,11 @@
 
 A ULID is 48 bits of milliseconds and 80 random bits in Crockford base32. We generate them here rather
 than with ``python-ulid`` because ids are minted once per envelope on the hub's hot path, where that
-library costs ~5.6 µs an id and this ~1.6 µs. Ids minted by one process are strictly increasing
-(monotonic ULID: same millisecond → random part + 1), so envelope ids also sort in stamp order.
+library costs ~5.6 µs an id and this ~1 µs. Ids minted by one process are strictly increasing, so
+envelope ids also sort in stamp order: within one millisecond the random part grows by a random step
+of 64 CSPRNG bits (plus 2^32), and a new millisecond starts from 79 fresh CSPRNG bits. The random
+part comes only from ``os.urandom``, so no id (a thread's, say) lets anyone predict another (its
+first envelope's): ids may be shown to other orgs, and guessing one must stay hopeless.
 
 Nothing here reads a clock implicitly in the pure layers: ``new_id`` takes ``now_ms`` when the caller
 has a time, and otherwise the generator uses ``time.time_ns`` — ids are opaque, never used for logic.
@@ -12,7 +15,7 @@ has a time, and otherwise the generator uses ``time.time_ns`` — ids are opaque
 from __future__ import annotations
 
 import os
-import random
+import struct
 import threading
 import time
 from typing import Final
@@ -43,58 +46,63 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 _RAND_BITS: Final = 80
 _RAND_MAX: Final = (1 << _RAND_BITS) - 1
+# within a millisecond the random part grows by _MIN_STEP + a 64-bit CSPRNG value
+_MIN_STEP: Final = 1 << 32
+_POOL_BYTES: Final = 4096
+_POOL_FORMAT: Final = f">{_POOL_BYTES // 8}Q"
 
 
 class _Monotonic:
     """Monotonic ULID source; thread-safe because stores may mint ids on their writer thread.
 
-    Within one millisecond the random part only counts up, which changes its last base32 pair and
-    only rarely the ones before it. So the first 24 characters (time part and the random part's top
-    70 bits) are kept as ``_head`` and rebuilt only when they change: most ids cost one table look-up
-    and one concatenation.
+    Every random bit comes from ``os.urandom`` (the OS CSPRNG), read 4 KiB at a time (512 64-bit
+    values) under the lock. In a new millisecond the random part is a fresh 79-bit value (top bit
+    clear, to leave room to count up); within the same millisecond it grows by ``2^32 +`` a fresh
+    64-bit value, so ids stay strictly increasing yet none tells anything useful about another. That
+    leaves room for at least 2^15 ids in one millisecond (about 10^5 on average); past that the next
+    millisecond is borrowed. The time part (first 10 characters) is encoded once per millisecond.
     """
 
-    __slots__ = ("_head", "_head_key", "_last_ms", "_last_rand", "_lock", "_rng")
+    __slots__ = ("_head", "_last_ms", "_last_rand", "_lock", "_pool")
 
     def __init__(self) -> None:
-        self._rng = random.Random(os.urandom(32))
+        self._pool: list[int] = []
         self._last_ms = -1
         self._last_rand = 0
         self._lock = threading.Lock()
-        self._head_key = (-1, -1)
         self._head = ""
 
     def next(self, now_ms: int | None = None) -> str:
         ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         with self._lock:
-            if ms <= self._last_ms:
-                ms = self._last_ms
-                rand = self._last_rand + 1
-                if rand > _RAND_MAX:  # 2^80 ids in one millisecond: borrow the next millisecond
+            pool = self._pool
+            if len(pool) < 3:
+                pool.extend(struct.unpack(_POOL_FORMAT, os.urandom(_POOL_BYTES)))
+            last = self._last_ms
+            if ms <= last:
+                ms = last
+                rand = self._last_rand + _MIN_STEP + pool.pop()
+                if rand > _RAND_MAX:  # the random part is used up: borrow the next millisecond
                     ms += 1
-                    rand = self._rng.getrandbits(_RAND_BITS - 1)
+                    rand = (pool.pop() << 15) ^ (pool.pop() >> 49)
             else:
-                rand = self._rng.getrandbits(_RAND_BITS - 1)  # top bit clear leaves room to increment
-            self._last_ms, self._last_rand = ms, rand
-            key = (ms, rand >> 10)
-            if key != self._head_key:
-                self._head_key = key
+                rand = (pool.pop() << 15) ^ (pool.pop() >> 49)  # 79 bits: room left to count up
+            self._last_rand = rand
+            if ms != last:
+                self._last_ms = ms
                 p = _PAIRS  # 48 bits of milliseconds = 5 groups of 10 bits (2 leading zero bits)
                 self._head = (
-                    p[ms >> 40]
-                    + p[(ms >> 30) & 1023]
-                    + p[(ms >> 20) & 1023]
-                    + p[(ms >> 10) & 1023]
-                    + p[ms & 1023]
-                    + p[(rand >> 70) & 1023]
-                    + p[(rand >> 60) & 1023]
-                    + p[(rand >> 50) & 1023]
-                    + p[(rand >> 40) & 1023]
-                    + p[(rand >> 30) & 1023]
-                    + p[(rand >> 20) & 1023]
-                    + p[(rand >> 10) & 1023]
+                    f"{p[ms >> 40]}{p[(ms >> 30) & 1023]}{p[(ms >> 20) & 1023]}"
+                    f"{p[(ms >> 10) & 1023]}{p[ms & 1023]}"
                 )
-            return self._head + _PAIRS[rand & 1023]
+            head = self._head
+        p = _PAIRS
+        hi = rand >> 40
+        lo = rand & 0xFFFFFFFFFF
+        return (
+            f"{head}{p[hi >> 30]}{p[(hi >> 20) & 1023]}{p[(hi >> 10) & 1023]}{p[hi & 1023]}"
+            f"{p[lo >> 30]}{p[(lo >> 20) & 1023]}{p[(lo >> 10) & 1023]}{p[lo & 1023]}"
+        )
 
 
 _SOURCE = _Monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from .errors import InvalidInput
@@ -158,6 +158,26 @@ class Membership:
         )
 
 
+VISA_GRANTS: Final = ("post", "add_members", "create_threads", "direct_channels")
+DEFAULT_GRANTS: Final = ("post", "add_members")
+
+
+def check_grants(value: object) -> tuple[str, ...]:
+    """A Visa's grants, validated and in canonical order (Slack Connect's tiers, DESIGN §1):
+
+    ``post`` writes in the team's threads, ``add_members`` brings more of the guest org's own agents
+    and people, ``create_threads`` opens threads, ``direct_channels`` is for direct channels."""
+    if not isinstance(value, list | tuple) or not all(isinstance(g, str) for g in value):
+        raise InvalidInput(f"grants must be a list drawn from {', '.join(VISA_GRANTS)}")
+    unknown = sorted(set(value) - set(VISA_GRANTS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown grant {unknown[0]!r}: grants are drawn from {', '.join(VISA_GRANTS)}",
+            details={"grant": unknown[0]},
+        )
+    return tuple(g for g in VISA_GRANTS if g in value)
+
+
 @dataclass(slots=True)
 class Invite:
     """A join code's record (its secret is stored only as a hash, like an API key)."""
@@ -170,6 +190,9 @@ class Invite:
     max_uses: int | None
     uses: int = 0
     revoked_at: float | None = None
+    # what the Visa granted on joining with this code will allow, and for how long (None: no expiry)
+    grants: tuple[str, ...] = DEFAULT_GRANTS
+    visa_expires_in: float | None = None
 
     def usable(self, now: float) -> bool:
         return (
@@ -179,7 +202,9 @@ class Invite:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["grants"] = list(self.grants)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Invite:
@@ -192,35 +217,62 @@ class Invite:
             max_uses=data.get("max_uses"),
             uses=int(data.get("uses", 0)),
             revoked_at=data.get("revoked_at"),
+            grants=check_grants(data["grants"]) if data.get("grants") is not None else DEFAULT_GRANTS,
+            visa_expires_in=data.get("visa_expires_in"),
         )
 
 
 @dataclass(slots=True)
 class Visa:
-    """What an org's participants hold in another org's team after joining it: revocable, checked on
-    every cross-org action (a guest's memberships exist only while its Visa is live)."""
+    """What a guest org holds in another org's team after joining it by invite code.
+
+    It names the guest ``participants`` it covers (those the guest brought in), its ``grants`` and
+    its expiry; ``removed`` are guest participants the host took out, who cannot be brought back
+    under this Visa. The host narrows or revokes it; every cross-org action is checked against it at
+    the moment it happens (``protocol.visibility``).
+    """
 
     visa_id: str
     team_id: str
     org_id: str
     invite_id: str
     granted_at: float
+    grants: tuple[str, ...] = DEFAULT_GRANTS
+    expires_at: float | None = None
+    participants: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     revoked_at: float | None = None
+    revoked_reason: str | None = None
 
     @property
     def live(self) -> bool:
+        """Not revoked (expiry needs a clock: ``valid``)."""
         return self.revoked_at is None
 
+    def valid(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def allows(self, grant: str, now: float) -> bool:
+        return self.valid(now) and grant in self.grants
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["grants"] = list(self.grants)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Visa:
+        grants = data.get("grants")
         return cls(
             visa_id=str(data["visa_id"]),
             team_id=str(data["team_id"]),
             org_id=str(data["org_id"]),
             invite_id=str(data["invite_id"]),
             granted_at=float(data["granted_at"]),
+            grants=check_grants(grants) if grants is not None else DEFAULT_GRANTS,
+            expires_at=data.get("expires_at"),
+            participants=[str(p) for p in data.get("participants") or ()],
+            removed=[str(p) for p in data.get("removed") or ()],
             revoked_at=data.get("revoked_at"),
+            revoked_reason=data.get("revoked_reason"),
         )

@@ -13,6 +13,7 @@ check by folding the same log twice.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -82,6 +83,9 @@ class ChannelState:
     text_count: int = 0
     turns_by: dict[str, int] = field(default_factory=dict)
     a: dict[str, Any] = field(default_factory=dict)
+    # participant → the seqs at which it joined and left, alternately (``[1]``: there from the start).
+    # Catch-up asks it who was a participant at a given seq: a resume point never grants anything.
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[str]:
@@ -102,6 +106,14 @@ class ChannelState:
             if name == name_or_id:
                 return pid
         return None
+
+    def member_at(self, participant_id: str, seq: int) -> bool:
+        """Was ``participant_id`` a participant when envelope ``seq`` was stamped? (Its own
+        ``participant.added`` counts as inside, its ``participant.removed`` as outside.)"""
+        toggles = self.spans.get(participant_id)
+        if not toggles:
+            return False
+        return bisect_right(toggles, seq) % 2 == 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +139,7 @@ class ChannelState:
             "text_count": self.text_count,
             "turns_by": dict(self.turns_by),
             "a": _deep_copy_json(self.a),
+            "spans": {k: list(v) for k, v in self.spans.items()},
         }
 
     @classmethod
@@ -154,6 +167,7 @@ class ChannelState:
             text_count=int(data.get("text_count", 0)),
             turns_by={str(k): int(v) for k, v in dict(data.get("turns_by") or {}).items()},
             a=_deep_copy_json(dict(data.get("a") or {})),
+            spans={str(k): [int(x) for x in v] for k, v in dict(data.get("spans") or {}).items()},
         )
 
 
@@ -300,6 +314,7 @@ def open_state(env: Envelope) -> ChannelState:
         ttl=d.get("ttl"),
         ack_timeout=d.get("ack_timeout"),
         expectations=list(d.get("expectations") or []),
+        spans={p: [env.seq] for p in d["participants"]},
     )
     state.a = get_adapter(state.adapter).init(state)
     return state
@@ -342,11 +357,13 @@ def fold(state: ChannelState | None, env: Envelope) -> ChannelState:
         pid = str(env.event_data["participant"])
         if pid not in state.participants:
             state.participants.append(pid)
+            state.spans.setdefault(pid, []).append(env.seq)
         state.names[pid] = str(env.event_data.get("name") or pid)
     elif et == EV_PARTICIPANT_REMOVED:
         pid = str(env.event_data["participant"])
         if pid in state.participants:
             state.participants.remove(pid)  # its name stays in ``names`` so history still reads well
+            state.spans.setdefault(pid, []).append(env.seq)
         if pid in state.expect_from:
             state.expect_from.remove(pid)
     elif et in (EV_CHANNEL_INVITE, EV_CHANNEL_OPENED):

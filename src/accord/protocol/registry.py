@@ -38,6 +38,8 @@ RG_INVITE_USED: Final = "invite.used"
 RG_INVITE_REVOKED: Final = "invite.revoked"
 RG_VISA_GRANTED: Final = "visa.granted"
 RG_VISA_REVOKED: Final = "visa.revoked"
+RG_VISA_UPDATED: Final = "visa.updated"
+RG_VISA_PARTICIPANT_REMOVED: Final = "visa.participant_removed"
 RG_ROUTINE_CREATED: Final = "routine.created"
 RG_ROUTINE_STATUS: Final = "routine.status"
 RG_ROUTINE_DELETED: Final = "routine.deleted"
@@ -131,10 +133,11 @@ class RegistryState:
     def routines_of(self, agent_id: str) -> list[Routine]:
         return [r for r in self.routines.values() if r.agent_id == agent_id]
 
-    def may_see_team(self, org_id: str, team_id: str) -> bool:
-        """Privacy (DESIGN §7): a team exists for its owner org and for orgs holding a live Visa."""
-        team = self.teams.get(team_id)
-        return team is not None and (team.org_id == org_id or (team_id, org_id) in self.live_visa)
+    def visa_of(self, team_id: str, org_id: str) -> Visa | None:
+        """The guest org's un-revoked Visa to the team, if any (whether it has expired needs a clock:
+        ``protocol.visibility`` asks ``Visa.valid(now)``)."""
+        visa_id = self.live_visa.get((team_id, org_id))
+        return self.visas.get(visa_id) if visa_id is not None else None
 
     def member_in(self, org_id: str, participant_id: object) -> Member | None:
         """The active participant ``participant_id`` of ``org_id``, else None — for every check where
@@ -309,7 +312,13 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
             (str(d["channel_id"]), str(d.get("title") or ""))
         )
     elif et == RG_MEMBER_ADDED:
-        _add_member(state, Membership.from_dict(d))
+        added = Membership.from_dict(d)
+        _add_member(state, added)
+        host = state.teams.get(added.team_id)
+        covering = state.visa_of(added.team_id, added.org_id)
+        guest = host is not None and host.org_id != added.org_id
+        if guest and covering is not None and added.member_id not in covering.participants:
+            covering.participants.append(added.member_id)
     elif et == RG_MEMBER_REMOVED:
         gone_member = state.memberships.pop(d["membership_id"], None)
         if gone_member is not None:
@@ -331,7 +340,23 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
         ended = state.visas.get(d["visa_id"])
         if ended is not None and ended.live:
             ended.revoked_at = float(d["revoked_at"])
+            ended.revoked_reason = str(d.get("reason") or "revoked")
             _index_visa(state, ended)
+    elif et == RG_VISA_UPDATED:
+        changed = state.visas.get(d["visa_id"])
+        if changed is not None:
+            if "grants" in d:
+                changed.grants = tuple(str(g) for g in d["grants"])
+            if "expires_at" in d:
+                changed.expires_at = d["expires_at"]
+    elif et == RG_VISA_PARTICIPANT_REMOVED:
+        narrowed = state.visas.get(d["visa_id"])
+        if narrowed is not None:
+            pid = str(d["participant"])
+            if pid in narrowed.participants:
+                narrowed.participants.remove(pid)
+            if pid not in narrowed.removed:
+                narrowed.removed.append(pid)
     elif et == RG_ROUTINE_CREATED:
         routine = Routine.from_dict(d)
         state.routines[routine.routine_id] = routine

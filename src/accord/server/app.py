@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Hub
 from ..routines.worker import RoutineWorker
 from . import errors, logs
 from .errors import ORJSONResponse
+from .socket import DEFAULT_SOCKET_BUDGET, DEFAULT_SOCKETS_BUDGET, SendBudget
 
 log = logging.getLogger("accord.server")
 
@@ -27,11 +29,20 @@ DEFAULT_MAX_BODY = 1 << 20
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before they are read into memory."""
+    """Refuse request bodies over ``limit`` bytes with 413 before they are read into memory.
+
+    A declared ``content-length`` over the limit is refused before the app runs. A body that arrives
+    in chunks (no length) is counted as the app reads it: when it crosses the limit, the 413 is sent
+    from here at once, the app is told the client went away (``http.disconnect``), and whatever it
+    still tries to send is dropped — its own view of the cut-off body (a 400) never reaches the client.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+
+    def _refusal(self) -> Response:
+        return errors.error_response(413, "payload_too_large", f"the request body is over {self.limit} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,31 +50,40 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await errors.error_response(
-                    413, "payload_too_large", f"the request body is over {self.limit} bytes"
-                )(scope, receive, send)
+                await self._refusal()(scope, receive, send)
                 return
         seen = 0
+        started = False  # the app began its response: too late for a 413
+        refused = False  # the 413 is out (or the body was cut off): the app's own answer is dropped
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    refused = True
+                    if not started:
+                        await self._refusal()(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await errors.error_response(
-                413, "payload_too_large", f"the request body is over {self.limit} bytes"
-            )(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+            await self.app(scope, limited, sending)
+        except Exception:
+            if not refused:
+                raise
+            log.debug("the app failed on a body cut off over %d bytes; the client has its 413", self.limit)
 
 
 DEV_ORG = "dev"
@@ -86,10 +106,18 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     dev: bool = False,
     routines: bool = True,
+    socket_budget: int = DEFAULT_SOCKET_BUDGET,
+    sockets_budget: int = DEFAULT_SOCKETS_BUDGET,
 ) -> FastAPI:
-    """An app around an already open ``hub`` (tests, embedding) or one it opens and closes itself."""
+    """An app around an already open ``hub`` (tests, embedding) or one it opens and closes itself.
+
+    ``socket_budget`` bounds the bytes queued for one WebSocket, ``sockets_budget`` those of all of
+    them together (``server/socket.py``): over either, the slowest readers are closed with 4008 and
+    resume from the log. Both are on ``app.state.send_budget``.
+    """
     if hub is None and open_hub is None:
         raise ValueError("create_app needs a hub or an open_hub factory")
+    send_budget = SendBudget(socket_budget, sockets_budget)  # ValueError for a budget below one byte
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,13 +149,16 @@ def create_app(
         docs_url="/v1/docs",
         redoc_url=None,
     )
+    app.state.send_budget = send_budget
     errors.install(app)
     from .compat.archastro import router as archastro_router
     from .compat.archastro_socket import router as archastro_socket_router
     from .socket import router as socket_router
     from .v1 import router
+    from .visas import router as visas_router
 
     app.include_router(router)
+    app.include_router(visas_router)
     app.include_router(socket_router)
     app.include_router(archastro_router)  # the ArchAstro dialect, /api/v1 (DESIGN §6)
     app.include_router(archastro_socket_router)  # and its socket, /socket/api/websocket
@@ -151,6 +182,8 @@ def app_for_data(
     dev: bool = False,
     model: str = "offline",
     base_url: str | None = None,
+    socket_budget: int = DEFAULT_SOCKET_BUDGET,
+    sockets_budget: int = DEFAULT_SOCKETS_BUDGET,
 ) -> FastAPI:
     """The app ``accord serve`` runs: a hub on ``data/accord.db``, routines answering with ``model``
     (an agent's own ``model`` spec wins). The provider key comes from ``ACCORD_MODEL_API_KEY`` or the
@@ -161,7 +194,7 @@ def app_for_data(
     async def open_hub() -> Hub:
         return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
 
-    app = create_app(open_hub=open_hub, dev=dev)
+    app = create_app(open_hub=open_hub, dev=dev, socket_budget=socket_budget, sockets_budget=sockets_budget)
     pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))
     app.state.model_for = lambda passport: pool.config(passport.model)
     return app

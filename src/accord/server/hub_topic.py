@@ -29,6 +29,7 @@ import orjson
 
 from ..hub import Hub, Session
 from ..hub.catchup import ResumePoint, missed
+from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import AccordError, InvalidInput, NotFound
 from ..model.identity import Passport, Resume, Rule
@@ -55,10 +56,12 @@ class SocketEndpoint:
 
     ``outstanding`` counts deliveries the client has not yet consumed; ``free`` is what the hub checks
     before accepting a send addressed to this participant. While ``held`` is a list (a catch-up replay
-    is being sent), live deliveries wait in it.
+    is being sent), live deliveries wait in it; ``held_bytes`` and the socket's queue together stay
+    within the socket's send budget, or the socket is closed (4008) and the client resumes again,
+    from further on.
     """
 
-    __slots__ = ("agent_id", "cap", "conn", "held", "high", "outstanding", "prefix")
+    __slots__ = ("agent_id", "cap", "conn", "held", "held_bytes", "high", "outstanding", "prefix")
 
     def __init__(self, conn: _Connection, agent_id: str, join_ref: str | None, outstanding: int) -> None:
         self.conn = conn
@@ -66,6 +69,7 @@ class SocketEndpoint:
         self.cap = 1000
         self.outstanding = outstanding
         self.held: list[Envelope] | None = None
+        self.held_bytes = 0
         self.high: dict[str, int] = {}
         self.prefix = b"[" + orjson.dumps(join_ref) + b',null,"hub","deliver",{"to":' + orjson.dumps(agent_id)
 
@@ -73,10 +77,17 @@ class SocketEndpoint:
         return self.cap - self.outstanding
 
     def push(self, env: Envelope) -> None:
-        if self.held is not None:
-            self.held.append(env)
+        held = self.held
+        if held is None:
+            self.emit(env)
             return
-        self.emit(env)
+        conn = self.conn
+        if conn.overflowed:
+            return
+        held.append(env)
+        self.held_bytes += len(env.encoded())
+        if self.held_bytes + conn.queued > conn.limit:
+            conn.overflow("socket")
 
     def emit(self, env: Envelope) -> None:
         self.outstanding += 1
@@ -242,12 +253,18 @@ class HubTopic:
             self.hub.detach(self.session, stamped.agent_id)
             self.endpoints.pop(stamped.agent_id, None)
             raise
-        # the client knows the participant from before the drop, so the replay may precede the reply
+        # the client knows the participant from before the drop, so the replay may precede the reply;
+        # it goes at the client's pace (within the socket's send budget), however much was missed
         high = ep.high
+        conn = self.conn
         for env in replay:
+            if conn.queued > conn.low:
+                await conn.room()
+            if conn.overflowed:
+                break
             high[env.channel_id] = env.seq
             ep.emit(env)
-        held, ep.held = ep.held or [], None
+        held, ep.held, ep.held_bytes = ep.held or [], None, 0
         for env in held:
             if env.seq > high.get(env.channel_id, 0):
                 ep.emit(env)
@@ -353,7 +370,7 @@ class HubTopic:
         envs = await self.hub.read_visible(
             self.session,
             _str(p, "channel_id"),
-            after_seq=_int(p, "after_seq", 0),
+            after_seq=parse_cursor(p.get("after_seq", 0), "after_seq"),
             limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
             last=last if isinstance(last, int) and not isinstance(last, bool) else None,
         )

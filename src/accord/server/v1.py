@@ -7,10 +7,11 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ..hub import Hub, Session
 from ..hub.audit import render as _render_audit
+from ..model.cursors import CURSOR_MAX, parse_cursor
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import InvalidInput, NotFound, Unauthenticated
 from ..model.events import EV_TEXT
@@ -99,9 +100,18 @@ class MessageIn(_Body):
     user_id: str | None = None
 
 
+Grant = Literal["post", "add_members", "create_threads", "direct_channels"]
+
+
 class InviteIn(_Body):
+    """``grants``: what the Visa of the org that joins with this code will allow (default: post in
+    the team's threads and add its own members); ``visa_expires_in``: seconds from the join until that
+    Visa expires (default: never)."""
+
     expires_in: Annotated[float, Field(gt=0, le=365 * 86400)] | None = 7 * 86400
     max_uses: Annotated[int, Field(ge=1, le=100_000)] | None = 1
+    grants: Annotated[list[Grant], Field(max_length=4)] = ["post", "add_members"]
+    visa_expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = None
 
 
 class JoinIn(MemberIn):
@@ -139,7 +149,15 @@ class CloseIn(_Body):
     reason: Annotated[str, Field(min_length=1, max_length=200)] = "explicit"
 
 
-_AfterSeq = Annotated[int, Query(ge=0, le=2**53)]
+# the schema documents a position; ``parse_cursor`` checks it first, so a bad one is ``invalid_cursor``
+_AfterSeq = Annotated[
+    int, Query(ge=0, le=CURSOR_MAX), BeforeValidator(lambda v: parse_cursor(v, "after_seq"))
+]
+_Cursor = Annotated[
+    str | None,
+    Query(max_length=20, pattern=r"^[0-9]+$"),
+    BeforeValidator(lambda v: None if v is None else str(parse_cursor(v, "cursor"))),
+]
 
 
 # --- auth -------------------------------------------------------------------------------------------
@@ -352,13 +370,20 @@ async def create_invite(
     if body.expires_in is None and body.max_uses is None:
         raise InvalidInput("an invite must be single-use, limited or expiring")
     invite, code = await hub.teams.create_invite(
-        session, team_id, expires_in=body.expires_in, max_uses=body.max_uses
+        session,
+        team_id,
+        expires_in=body.expires_in,
+        max_uses=body.max_uses,
+        grants=body.grants,
+        visa_expires_in=body.visa_expires_in,
     )
     return {
         "id": invite.invite_id,
         "join_code": code,
         "expires_at": _iso(invite.expires_at) if invite.expires_at else None,
         "max_uses": invite.max_uses,
+        "grants": list(invite.grants),
+        "visa_expires_in": invite.visa_expires_in,
     }
 
 
@@ -394,7 +419,7 @@ async def list_messages(
     session: Auth,
     hub: HubDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    cursor: _Cursor = None,
 ) -> dict[str, Any]:
     after = int(cursor) if cursor else 0
     envs, next_seq = await hub.teams.read_thread(session, team_id, thread_id, after_seq=after, limit=limit)
@@ -742,10 +767,8 @@ class RuleIn(_Body):
 
 @router.get("/agents/{agent_id}/rule", tags=["agents"])
 async def get_rule(agent_id: str, session: Auth, hub: HubDep) -> dict[str, Any]:
-    member = hub.registry.member_in(session.org_id, agent_id)
-    if member is None:
-        raise NotFound(f"unknown agent {agent_id!r}")
-    return member.rule.to_dict()
+    """The participant's Rule: for an admin key of its org or its own key (else 403 ``access_denied``)."""
+    return (await hub.rule_for(session, agent_id)).to_dict()
 
 
 @router.put("/agents/{agent_id}/rule", tags=["agents"])

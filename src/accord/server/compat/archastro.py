@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ...hub import Hub, Session
+from ...model.cursors import parse_cursor
 from ...model.envelope import Envelope
-from ...model.errors import InvalidInput, NotFound, Unauthenticated
+from ...model.errors import AccordError, InvalidInput, NotFound, Unauthenticated
 from ...model.events import EV_TEXT
 from ...model.identity import Passport
 from ...model.records import Membership, Team
@@ -280,14 +281,32 @@ async def create_thread(team_id: str, body: ThreadIn, session: Auth, hub: HubDep
     }
 
 
-def team_of_thread(hub: Hub, thread_id: str) -> str:
+async def team_of_thread(hub: Hub, session: Session, thread_id: str) -> str:
+    """The team of a thread the session may see (the hub's visibility function), else ``not_found``.
+
+    Another org's thread and an id that never existed get the very same error, naming only the id
+    the caller sent (DESIGN §7): the thread's team is never named to someone who may not see it.
+    """
+    unknown = NotFound(f"unknown thread {thread_id!r}")
     for team_id, threads in hub.registry.team_threads.items():
         if any(c == thread_id for c, _ in threads):
+            try:
+                state = await hub.channel_state(thread_id)
+            except AccordError:
+                raise unknown from None
+            if not hub.sees(session, state):
+                raise unknown
             return team_id
-    raise NotFound(f"unknown thread {thread_id!r}")
+    raise unknown
 
 
-_Cursor = Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")]
+def _cursor_param(name: str) -> Any:
+    """A page cursor (a seq as a decimal string); ``parse_cursor`` checks it: else ``invalid_cursor``."""
+    return BeforeValidator(lambda v: None if v is None else str(parse_cursor(v, name)))
+
+
+_After = Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$"), _cursor_param("after_cursor")]
+_Before = Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$"), _cursor_param("before_cursor")]
 _WINDOW_MAX = 4096
 
 
@@ -356,11 +375,11 @@ async def list_messages(
     session: Auth,
     hub: HubDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    after_cursor: _Cursor = None,
-    before_cursor: _Cursor = None,
+    after_cursor: _After = None,
+    before_cursor: _Before = None,
 ) -> dict[str, Any]:
     """The newest ``limit`` messages, or those before ``before_cursor`` / after ``after_cursor``."""
-    team_id = team_of_thread(hub, thread_id)
+    team_id = await team_of_thread(hub, session, thread_id)
     after = int(after_cursor) if after_cursor else None
     before = int(before_cursor) if before_cursor else None
     page = await history(hub, session, team_id, thread_id, limit=limit, after=after, before=before)

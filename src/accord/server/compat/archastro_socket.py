@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from ...hub import Hub, Session
+from ...model.cursors import optional_cursor
 from ...model.envelope import Envelope, Proposal
 from ...model.errors import AccordError, InvalidInput, NotFound
 from ...model.events import EV_TEXT
@@ -54,13 +55,8 @@ async def _resolve(hub: Hub, session: Session, topic: str) -> tuple[str, str]:
         thread = topic[len(USER) :]
         if not thread or ":" in thread:
             raise unknown
-        team = team_of_thread(hub, thread)
-        subject = session.subject
-        if subject is not None and subject not in hub.registry.team_members.get(team, {}):
-            state = await hub.channel_state(thread)
-            if subject not in state.participants:
-                raise NotFound(f"unknown thread {thread!r}")
-        return team, thread
+        # the visibility function: a subject-scoped key sees only the threads its subject is in
+        return await team_of_thread(hub, session, thread), thread
     for prefix in (TEAM, ORG):
         if topic.startswith(prefix):
             owner, sep, thread = topic[len(prefix) :].partition(":thread:")
@@ -70,17 +66,12 @@ async def _resolve(hub: Hub, session: Session, topic: str) -> tuple[str, str]:
                 return owner, thread
             if owner != session.org_id:
                 raise NotFound(f"unknown thread {thread!r}")
-            return team_of_thread(hub, thread), thread
+            return await team_of_thread(hub, session, thread), thread
     raise unknown
 
 
 def _cursor(payload: dict[str, Any], name: str) -> int | None:
-    value = payload.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 20:
-        raise InvalidInput(f"{name} must be a cursor returned by this server")
-    return int(value)
+    return optional_cursor(payload.get(name), name)  # else invalid_cursor, and the socket stays open
 
 
 class _ChatConnection(_Connection):
@@ -112,7 +103,7 @@ class _ChatConnection(_Connection):
         super().leave(name)
 
     def deliver(self, topic: _Topic, name: str, env: Envelope) -> None:
-        if env.seq <= topic.last_sent:
+        if topic.ended or env.seq <= topic.last_sent:
             return
         topic.last_sent = env.seq
         if env.event_type != EV_TEXT or not self.hub.may_see(self.session, env):
@@ -142,7 +133,7 @@ class _ChatConnection(_Connection):
             else:
                 topic.pending.append(env)
 
-        topic.unwatch = await self.hub.watch(self.session, thread_id, observer)
+        topic.unwatch = await self.hub.watch(self.session, thread_id, observer, self.ender(name, topic))
         self.topics[name] = topic
         self.teams[name] = team_id
         topic.last_sent = (await self.hub.channel_state(thread_id)).last_seq  # live from here on
