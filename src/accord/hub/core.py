@@ -47,7 +47,7 @@ from ..protocol.registry import (
     RegistryState,
     fold_registry,
 )
-from ..protocol.visibility import sees_channel, sees_envelope
+from ..protocol.visibility import Principal, sees_channel, sees_envelope
 from ..store.base import AppendPart, LogStore
 from .audit import AUDIT_STREAM, AuditChain, registry_org
 from .governance import HubArbiter, HubListener, RuleEnforcer
@@ -417,6 +417,14 @@ class HubCore:
         if session.revoked is not None:
             return False
         return sees_channel(self.registry, session.principal, state.team_id, state.participants, self.clock())
+
+    def participant_sees(self, participant_id: str, state: ChannelState) -> bool:
+        """The visibility function for one participant acting as itself (a routine's agent)."""
+        member = self.registry.members.get(participant_id)
+        if member is None or not member.active:
+            return False
+        who = Principal(member.passport.org_id, participant_id)
+        return sees_channel(self.registry, who, state.team_id, state.participants, self.clock())
 
     def may_see(self, session: Session, env: Envelope) -> bool:
         """Of a channel the session sees, may it see this envelope? (The audience rule.)"""

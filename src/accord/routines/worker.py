@@ -215,8 +215,8 @@ class RoutineWorker(HubListener):
             if not routines:
                 continue
             member = registry.members.get(agent_id)
-            if member is None or not member.active:
-                continue
+            if member is None or not member.active or not self.hub.participant_sees(agent_id, state):
+                continue  # the visibility function, asked for the routine's agent (DESIGN §7)
             if participants is None:
                 participants = tuple(state.participants)
                 org = registry.orgs.get(sender.passport.org_id) if sender is not None else None
