@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from itertools import count
 from typing import Any
 
 import pytest
 import websockets
-from test_rest import Server
+from test_rest import ACCORD, Server
 
 from accord import AccordError
 from accord.client.rest import AsyncAccordClient
@@ -322,3 +323,51 @@ async def test_hub_send_answers_the_same_for_another_orgs_channel_and_a_missing_
                 )
         assert len(set(answers)) == 1, answers
         assert answers[0][1] == "not_found"
+
+
+def test_accord_visas_cli_lists_narrows_trims_and_revokes(served) -> None:  # type: ignore[no-untyped-def]
+    server, acme_key, globex_key = served
+    from accord.client.rest import AccordClient
+
+    with AccordClient(server.url, acme_key) as acme, AccordClient(server.url, globex_key) as globex:
+        team = acme.create_team("acme-rollout")
+        invite = acme.create_invite(team.id, grants=["post", "add_members", "create_threads"])
+        assert invite.grants == ["post", "add_members", "create_threads"]
+        g1, g2 = globex.create_agent("g1"), globex.create_agent("g2")
+        globex.join_team(invite.join_code, agent_id=g1.id)
+        globex.add_member(team.id, agent_id=g2.id)
+        globex.create_thread(team.id, "globex may open threads")
+        (visa,) = acme.list_visas(team.id).data
+    env = {"ACCORD_URL": server.url, "ACCORD_API_KEY": acme_key, "PATH": "/usr/bin:/bin"}
+
+    def accord(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ACCORD), "visas", *args], capture_output=True, text=True, env=env, timeout=30
+        )
+
+    listed = accord("list", team.id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (
+        row["id"] == visa.id
+        and row["status"] == "live"
+        and {p["id"] for p in row["participants"]} == {g1.id, g2.id}
+    )
+    narrowed = accord("narrow", visa.id, "--grants", "post", "--json")
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert json.loads(narrowed.stdout)["grants"] == ["post"]
+    trimmed = accord("remove-participant", visa.id, g2.id)
+    assert trimmed.returncode == 0, trimmed.stderr
+    bad = accord("narrow", visa.id, "--grants", "sudo")
+    assert bad.returncode == 2 and "invalid_input" in bad.stderr and "Traceback" not in bad.stderr
+    env["ACCORD_API_KEY"] = globex_key  # the guest sees its Visa but governs nothing
+    denied = accord("revoke", visa.id)
+    assert denied.returncode == 2 and "access_denied" in denied.stderr
+    env["ACCORD_API_KEY"] = acme_key
+    assert accord("revoke", visa.id).returncode == 0
+    with AccordClient(server.url, acme_key) as acme:
+        ended = acme.get_visa(visa.id)
+        assert ended.status == "revoked" and [p.id for p in ended.removed] == [g2.id]
+        assert [m.agent_id for m in acme.list_members(team.id).data] == []
+    unknown = accord("revoke", "visa_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert unknown.returncode == 2 and "not_found" in unknown.stderr

@@ -302,6 +302,22 @@ def _update_visa(visa_id: str, grants: list[str] | None, expires_at: float | Non
     return Req("PATCH", f"/v1/visas/{visa_id}", Visa, body)
 
 
+def _list_visas(team_id: str) -> Req[Page[Visa]]:
+    return Req("GET", f"/v1/teams/{team_id}/visas", Page[Visa])
+
+
+def _get_visa(visa_id: str) -> Req[Visa]:
+    return Req("GET", f"/v1/visas/{visa_id}", Visa)
+
+
+def _remove_visa_participant(visa_id: str, participant_id: str) -> Req[Visa]:
+    return Req("DELETE", f"/v1/visas/{visa_id}/participants/{participant_id}", Visa)
+
+
+def _revoke_visa(visa_id: str) -> Req[Any]:
+    return Req("DELETE", f"/v1/visas/{visa_id}", None)
+
+
 def _messages(team_id: str, thread_id: str, limit: int, cursor: str | None) -> Req[Page[Message]]:
     params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
     return Req("GET", f"/v1/teams/{team_id}/threads/{thread_id}/messages", Page[Message], params=params)
@@ -472,10 +488,10 @@ class AccordClient:
         return self._run(_create_invite(team_id, expires_in, max_uses, grants, visa_expires_in))
 
     def list_visas(self, team_id: str) -> Page[Visa]:
-        return self._run(Req("GET", f"/v1/teams/{team_id}/visas", Page[Visa]))
+        return self._run(_list_visas(team_id))
 
     def get_visa(self, visa_id: str) -> Visa:
-        return self._run(Req("GET", f"/v1/visas/{visa_id}", Visa))
+        return self._run(_get_visa(visa_id))
 
     def update_visa(
         self, visa_id: str, *, grants: list[str] | None = None, expires_at: float | None = _UNSET
@@ -484,10 +500,10 @@ class AccordClient:
         return self._run(_update_visa(visa_id, grants, expires_at))
 
     def remove_visa_participant(self, visa_id: str, participant_id: str) -> Visa:
-        return self._run(Req("DELETE", f"/v1/visas/{visa_id}/participants/{participant_id}", Visa))
+        return self._run(_remove_visa_participant(visa_id, participant_id))
 
     def revoke_visa(self, visa_id: str) -> None:
-        self._run(Req("DELETE", f"/v1/visas/{visa_id}", None))
+        self._run(_revoke_visa(visa_id))
 
     def revoke_invite(self, invite_id: str) -> None:
         self._run(Req("DELETE", f"/v1/invites/{invite_id}", None))
@@ -716,10 +732,10 @@ class AsyncAccordClient:
         return await self._run(_create_invite(team_id, expires_in, max_uses, grants, visa_expires_in))
 
     async def list_visas(self, team_id: str) -> Page[Visa]:
-        return await self._run(Req("GET", f"/v1/teams/{team_id}/visas", Page[Visa]))
+        return await self._run(_list_visas(team_id))
 
     async def get_visa(self, visa_id: str) -> Visa:
-        return await self._run(Req("GET", f"/v1/visas/{visa_id}", Visa))
+        return await self._run(_get_visa(visa_id))
 
     async def update_visa(
         self, visa_id: str, *, grants: list[str] | None = None, expires_at: float | None = _UNSET
@@ -727,10 +743,10 @@ class AsyncAccordClient:
         return await self._run(_update_visa(visa_id, grants, expires_at))
 
     async def remove_visa_participant(self, visa_id: str, participant_id: str) -> Visa:
-        return await self._run(Req("DELETE", f"/v1/visas/{visa_id}/participants/{participant_id}", Visa))
+        return await self._run(_remove_visa_participant(visa_id, participant_id))
 
     async def revoke_visa(self, visa_id: str) -> None:
-        await self._run(Req("DELETE", f"/v1/visas/{visa_id}", None))
+        await self._run(_revoke_visa(visa_id))
 
     async def join_team(
         self, join_code: str, *, agent_id: str | None = None, user_id: str | None = None
