@@ -259,7 +259,7 @@ def test_bad_input_is_4xx_with_the_error_shape(world: dict[str, Any]) -> None:
     refused(
         a.get(f"/v1/teams/{team['id']}/threads/{thread['id']}/messages", params={"cursor": "-1"}),
         422,
-        "invalid_input",
+        "invalid_cursor",
     )
     refused(
         a.post(f"/v1/teams/{team['id']}/invite", json={"expires_in": None, "max_uses": None}),

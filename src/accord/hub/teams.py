@@ -409,7 +409,8 @@ class TeamService(HubService):
         if invite is None or not invite.usable(now):
             raise NotFound("invalid, expired or used-up join code")
         team = registry.teams[invite.team_id]
-        self._open(team)
+        if team.status != "open":  # the caller named no team: neither does the refusal
+            raise ChannelClosed("the team of this join code is closed")
         if team.org_id == session.org_id:
             raise ProtocolViolation("this is your own organization's team: add members directly")
         member = registry.member_in(session.org_id, member_id)
