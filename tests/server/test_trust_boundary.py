@@ -371,3 +371,45 @@ def test_accord_visas_cli_lists_narrows_trims_and_revokes(served) -> None:  # ty
         assert [m.agent_id for m in acme.list_members(team.id).data] == []
     unknown = accord("revoke", "visa_01JZZZZZZZZZZZZZZZZZZZZZZZ")
     assert unknown.returncode == 2 and "not_found" in unknown.stderr
+
+
+def _crockford(value: str) -> int:
+    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    out = 0
+    for ch in value.rsplit("_", 1)[-1]:
+        out = out * 32 + digits.index(ch)
+    return out
+
+
+async def test_ids_do_not_predict_each_other_and_acks_cost_no_rate(served) -> None:  # type: ignore[no-untyped-def]
+    """Finding 5: a thread's id and its first envelope's id differed by one in the last digit.
+    Finding 7: the client's automatic ``channel.ack`` was counted against the sender's rate."""
+    from accord import HubClient, Passport, Rule, WsLink
+
+    server, acme_key, _globex_key = served
+    async with AsyncAccordClient(server.url, acme_key) as acme:
+        bot = await acme.create_agent("bot")
+        team = await acme.create_team("t")
+        await acme.add_member(team.id, agent_id=bot.id)
+        thread = await acme.create_thread(team.id, "ids")
+        first = await acme.post_message(team.id, thread.id, "one", agent_id=bot.id)
+        second = await acme.post_message(team.id, thread.id, "two", agent_id=bot.id)
+    mask = (1 << 80) - 1
+    for a, b in ((thread.id, first.id), (first.id, second.id)):
+        assert _crockford(a) < _crockford(b)  # still in time order
+        assert (_crockford(b) & mask) - (_crockford(a) & mask) > 1 << 32 or _crockford(b) >> 80 > _crockford(
+            a
+        ) >> 80
+
+    hc = HubClient(WsLink(server.url, acme_key))
+    try:
+        alice = await hc.register(None, Passport(name="alice"))
+        bob = await hc.register(None, Passport(name="bob"), rule=Rule(rate_per_minute=2, burst=2))
+        channel = await alice.open("conversation", "bob")  # bob's client acks the invitation itself
+        await bob.send(channel.channel_id, "one")
+        await alice.send(channel.channel_id, "alice's turn")
+        await bob.send(channel.channel_id, "two")
+        await alice.send(channel.channel_id, "alice again")
+        await refused(bob.send(channel.channel_id, "three"), "rate_limited")
+    finally:
+        await hc.close()
