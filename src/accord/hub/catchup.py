@@ -15,6 +15,9 @@ tail (removals from before the restart are not kept). Delivery is replayed with 
 the audience rule, the sender excluded, membership as it was at each seq (a thread's participant hears
 from its ``participant.added`` on and gets its own ``participant.removed`` last). Membership comes
 from the channel's state, never from the resume point: a resume point grants nothing (DESIGN §7).
+And the visibility function is asked now, as at every delivery: a participant that may no longer see
+the channel (removed, its Visa ended) gets only its own removal, not what was said before it while
+it was away — exactly what it could still read over REST, which is nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ async def _channel_missed(
         return []
     if agent_id not in state.spans:
         return []  # never a participant: a resume point grants nothing
+    # the visibility function, now: a participant removed (or whose Visa ended) hears of its
+    # removal, never again what it may no longer read
+    sees_now = hub.participant_sees(agent_id, state)
     arbiters = hub.arbiters
     store = hub.store
     out: list[Envelope] = []
@@ -107,7 +113,7 @@ async def _channel_missed(
                 if env.ts >= since or after > 0:
                     out.append(env)  # the last thing a removed participant hears
                 continue
-            if not state.member_at(agent_id, env.seq):
+            if not sees_now or not state.member_at(agent_id, env.seq):
                 continue
             if env.sender_id == agent_id or not env.visible_to(agent_id):
                 continue

@@ -513,6 +513,11 @@ class Hub(Reading):
             self._require_actor(session, actor)
             if actor not in state.participants:
                 raise NotFound(f"unknown channel {channel_id}")
+            if state.team_id is not None:
+                team = self.registry.teams.get(state.team_id)
+                actor_org = self.registry.members[actor].passport.org_id
+                if team is None or team.org_id != actor_org:
+                    raise AccessDenied("a team's threads are closed by the team's own organization")
         except AccordError as err:
             await self._refuse(err, actor=actor, action="close", channel_id=channel_id, org_id=session.org_id)
             raise

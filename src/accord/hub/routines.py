@@ -23,8 +23,8 @@ T = TypeVar("T")
 _TRANSITIONS = {"active": ("draft", "paused", "active"), "paused": ("active", "paused")}
 
 
-def _check_schedule(event_config: Any) -> None:
-    """A schedule's cron expression must parse, and it needs threads to speak in."""
+def _check_schedule(event_config: Any) -> list[str]:
+    """A schedule's cron expression must parse, and it needs threads to speak in (returned)."""
     from croniter import croniter
 
     from ..model.routines import normalize_event_config
@@ -34,6 +34,7 @@ def _check_schedule(event_config: Any) -> None:
         raise InvalidInput(f"event_config.cron {cfg['cron']!r} is not a valid cron expression")
     if not cfg.get("thread_id"):
         raise InvalidInput("a schedule routine needs event_config.thread_id: the thread(s) it speaks in")
+    return list(cfg["thread_id"])
 
 
 class RoutineService(HubService):
@@ -82,7 +83,11 @@ class RoutineService(HubService):
             self.hub._ensure_open()
             self._agent(session, agent_id)
             if event_type == "schedule":
-                _check_schedule(event_config)
+                for thread_id in _check_schedule(event_config):
+                    # a schedule speaks in these threads: they must exist for the caller
+                    state = await self.hub.require_visible(session, thread_id, action="routine.create")
+                    if not self.hub.participant_sees(agent_id, state):
+                        raise NotFound(f"unknown channel {thread_id}")
             now = self.hub.clock()
             routine = Routine(
                 new_id("rtn"),

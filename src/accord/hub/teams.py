@@ -155,6 +155,10 @@ class TeamService(HubService):
         try:
             parse_cursor(after_seq, "after_seq")
             self._thread(session, team_id, channel_id)
+            # the team is visible; the thread itself must be too (a scoped key sees only threads
+            # its subject takes part in now)
+            if not self.hub.sees(session, (await self.hub._channel(channel_id)).state):
+                raise NotFound(f"unknown thread {channel_id!r}")
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:

@@ -30,7 +30,7 @@ from ..agents.models.resolve import ModelPool
 from ..agents.tools import Tool
 from ..hub.governance import HubListener
 from ..model.envelope import Envelope, Proposal
-from ..model.errors import AccordError, RunawayGuardTripped
+from ..model.errors import AccordError, NotFound, RunawayGuardTripped
 from ..model.events import EV_HANDOFF, EV_RUNAWAY_GUARD, EV_TEXT, EV_TOOL_CALL
 from ..model.identity import Passport
 from ..model.ids import new_id
@@ -290,6 +290,13 @@ class RoutineWorker(HubListener):
         is_thread_message = routine.event_type in ("thread.message_added", "schedule")
         member = self.hub.registry.members[routine.agent_id]
         passport = member.passport
+        try:
+            state = await self.hub.channel_state(cid)
+        except NotFound:
+            state = None
+        if state is None or not self.hub.participant_sees(routine.agent_id, state):
+            # asked when the run starts, not when the routine was made: authority may have gone since
+            raise NotFound(f"unknown thread {cid}")
         if is_thread_message and not self._allows(cid):
             run.status, run.error = "skipped", "runaway_guard: agent messages in this thread are at the cap"
             if self.guard.trip(cid):
