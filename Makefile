@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-ws bench-routines bench-compare clean
+.PHONY: demo test lint typecheck unit bench bench-ws bench-slow-reader bench-routines bench-compare clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 
 bench-ws: $(STAMP)
 	$(BIN)/python bench/ws_fanout.py
+
+# 4 sockets that never read + 1 reader, 3,000 × 50 KB posted: the server's RSS growth (docs/server.md)
+bench-slow-reader: $(STAMP)
+	$(BIN)/python bench/slow_reader.py
 
 bench-routines: $(STAMP)
 	$(BIN)/python bench/routine_dispatch.py

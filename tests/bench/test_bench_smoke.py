@@ -34,3 +34,16 @@ def test_routine_dispatch_quick() -> None:
     for line in ("A round 1 at 200/s:", "B round 1 at 200/s:", "C1 round 1:", "C2 round 1:"):
         assert line in out.stdout, out.stdout
     assert "Accord routine dispatch, in-process sqlite hub (medians of rounds)" in out.stdout, out.stdout
+
+
+def test_slow_reader_quick() -> None:
+    """A real `accord serve`, four raw sockets that never read and one reading client: the reader gets
+    everything, and the exit status says the memory target was met."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "slow_reader.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "round 1:" in out.stdout and "300 delivered" in out.stdout, out.stdout

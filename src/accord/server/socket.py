@@ -53,6 +53,7 @@ FRAME_OVERHEAD = 64  # counted with each frame: the bytes object's header and th
 CLOSE_GRACE = 60.0  # how long a 4008 close frame may wait for a slow reader to make room for it
 AUTHORITY_REVOKED = 4001  # the key was revoked while the socket was open: reconnecting will not help
 _BACKLOG_PAGE = 1000
+_FIRST_PAGE = 16  # a backlog's first read: envelopes may be up to 1 MiB each, until we know better
 
 
 class SendBudget:
@@ -163,14 +164,16 @@ class _Connection:
                 "queued_bytes": queued,
                 "limit": self.limit if which == "socket" else self.budget.total,
                 "org": self.session.org_id,
+                "client": f"{client.host}:{client.port}" if (client := self.ws.client) else None,
             },
         )
         if self.writing is not None:
             self.writing.cancel()
 
     def _release(self) -> None:
-        """Give every byte this connection holds back to the budget (idempotent)."""
-        self.released = True
+        """Give every byte this connection holds back to the budget (idempotent); nothing more is
+        queued after it, so nothing is counted that no writer would give back."""
+        self.released = self.overflowed = True
         budget = self.budget
         budget.queued -= self.queued
         self.queued = 0
@@ -226,7 +229,7 @@ class _Connection:
         held meanwhile — the observer only notes the newest seq — so the loop reads on from the log
         until it has caught up with everything announced, and goes live without an await in between.
         """
-        limit = _BACKLOG_PAGE
+        limit = _FIRST_PAGE
         while True:
             page = await self.hub.store.read(topic.channel_id, after_seq=cursor, limit=limit)
             for env in page:
