@@ -163,11 +163,13 @@ async def test_a_visa_expires_by_the_clock_and_the_sweep_ends_it(tmp_path: Path)
     gbot = w["globex_bot"].agent_id
     assert visa.expires_at == clock.now + 60
     sub = await Subscription().start(hub, globex, w["thread"])
+    drain(w["inboxes"]["globex_bot"])
     clock.now += 61
     # expired but not yet swept: already invisible, and nothing more is delivered
     await refused(text(hub, globex, w["thread"], gbot, "late"), "not_found")
     await text(hub, acme, w["thread"], w["dana"].agent_id, "after expiry")
     assert sub.ended == ["removed"] and not sub.seen
+    assert drain(w["inboxes"]["globex_bot"]) == []  # its attached agent is not told either
     assert await hub.sweep() >= 1
     assert (await hub.teams.get_visa(acme, visa.visa_id)).revoked_reason == "expired"
     assert gbot not in (await hub.channel_state(w["thread"])).participants

@@ -349,10 +349,15 @@ class HubCore:
         state = ch.state
         endpoints = self._endpoints
         arbiters = self.arbiters
+        # in a team's thread a guest takes part only under a valid Visa: one that expired a moment
+        # ago (before the sweeper ends it) already stops deliveries; other channels need no question
+        team_thread = state.team_id is not None
         for env in envs:
             for pid in self._recipients(ch, env):
                 ep = endpoints.get(pid)
                 if ep is None:
+                    continue
+                if team_thread and not self.participant_sees(pid, state):
                     continue
                 if arbiters and not all(a.check_dispatch(state, env, pid) for a in arbiters):
                     continue
