@@ -41,7 +41,7 @@ from .builtins import KNOWLEDGE_HITS, builtin_tools
 from .filters import TRIGGER_EVENTS, TriggerContext, matches
 from .guard import DEFAULT_CAP, HOUR, HourlyUsage, RunawayGuard
 from .runs import TERMINAL, RunLog
-from .script import ScriptError, run_script
+from .script import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, ScriptError, run_script
 
 if TYPE_CHECKING:
     from ..hub.hub import Hub
@@ -74,8 +74,12 @@ class RoutineWorker(HubListener):
         spike_per_minute: int = 60,
         tools: Mapping[str, Iterable[Tool | Callable[..., Any]]] | None = None,
         tick: float = 1.0,
+        script_time_limit: float = DEFAULT_TIME_LIMIT,
+        script_memory_limit: int = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.hub = hub
+        # a script routine's sandbox limits (V8): every run stops at whichever it reaches first
+        self.script_limits = (script_time_limit, script_memory_limit)
         pool = ModelPool()
         self.model_for = model_for or (lambda passport: pool.config(passport.model))
         self.guard = RunawayGuard(cap)
@@ -448,7 +452,10 @@ class RoutineWorker(HubListener):
             },
             "agent": {"id": passport.agent_id, "name": passport.name, "lookup_key": passport.lookup_key},
         }
-        action = await run_script(routine.script or "", event)
+        time_limit, memory_limit = self.script_limits
+        action = await run_script(
+            routine.script or "", event, time_limit=time_limit, memory_limit=memory_limit
+        )
         run.model = "script"
         cause = trigger.envelope_id if trigger is not None else None
         me = passport.agent_id
