@@ -10,7 +10,6 @@ test that can cut, refuse or silently swallow connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
@@ -185,15 +184,19 @@ def conn_of(hc: HubClient) -> WsConnection:
     return conn
 
 
-async def fill(send: Callable[[str], Awaitable[Any]], label: str) -> int:
-    """Send until the hub refuses with inbox_full twice in a row (acks in flight have landed)."""
+async def fill(
+    send: Callable[[str], Awaitable[Any]], label: str, landed: Callable[[], Awaitable[None]] | None = None
+) -> int:
+    """Send until the hub refuses with inbox_full, then once more after ``landed()`` made sure every
+    credit the reader returned has reached the hub (so the count does not depend on timing)."""
     n = 0
     while True:
         try:
             await send(f"{label}{n}")
             n += 1
         except InboxFull:
-            await asyncio.sleep(0.3)
+            if landed is not None:
+                await landed()
             try:
                 await send(f"{label}{n}")
                 n += 1
@@ -524,12 +527,34 @@ async def test_malformed_hub_frames_get_an_error_reply_and_the_socket_lives(serv
 # --- 3. back-pressure across the network ---------------------------------------------------------------
 
 
-async def _drain(human: HumanClient) -> list[Envelope]:
+async def _drain(human: HumanClient, until: Callable[[list[Envelope]], bool]) -> list[Envelope]:
+    """Read until ``until(what was read)`` holds, however long each envelope takes to arrive."""
     out: list[Envelope] = []
-    with contextlib.suppress(Exception):
-        while True:
-            out.append(await human.next_envelope(timeout=0.3))
+    while not until(out):
+        out.append(await human.next_envelope(timeout=30))
     return out
+
+
+def _invited(got: list[Envelope]) -> bool:
+    return any(e.event_type == "channel.invite" for e in got)
+
+
+def _count(n: int) -> Callable[[list[Envelope]], bool]:
+    return lambda got: len(got) >= n
+
+
+def _landed(hc: HubClient, channel_id: str) -> Callable[[], Awaitable[None]]:
+    """Credit returned by ``hc``'s reader has reached the hub: the pending acks are flushed onto the
+    socket, then a call on the same socket comes back — the hub handles its frames in order."""
+
+    async def landed() -> None:
+        conn = conn_of(hc)
+        conn._send_acks()
+        for _ in range(3):  # let the ack frames' send tasks write to the socket first
+            await asyncio.sleep(0)
+        await conn.read_wal(channel_id, last=1)
+
+    return landed
 
 
 async def _accepted_in_process(cap: int) -> int:
@@ -540,7 +565,7 @@ async def _accepted_in_process(cap: int) -> int:
         slow = await hc.register_human(Passport(name="slow"), rule=Rule(inbox_cap=cap))
         fast = await hc.register(None, Passport(name="fast"))
         channel = await fast.open("conversation", "slow")
-        await _drain(slow)
+        await _drain(slow, _invited)
         return await fill(channel.send, "m")
     finally:
         await hc.close()
@@ -564,9 +589,10 @@ async def test_back_pressure_across_the_network(served) -> None:  # type: ignore
             assert slow.inbox.cap == cap  # the hub's rule reached the link
             fast = await fast_hc.register(None, Passport(name="fast"))
             channel = await fast.open("conversation", "slow")
-            await _drain(slow)  # the invitation and the rest of the opening
+            await _drain(slow, _invited)  # the invitation and the rest of the opening
+            landed = _landed(slow_hc, channel.channel_id)
 
-            accepted = await fill(channel.send, "a")
+            accepted = await fill(channel.send, "a", landed)
             assert accepted == 2 * cap + 1
             with pytest.raises(InboxFull) as refused:
                 await channel.send("one too many")
@@ -575,12 +601,12 @@ async def test_back_pressure_across_the_network(served) -> None:  # type: ignore
             # one read frees one slot, and only one
             assert (await slow.next_envelope(timeout=5)).event_data["text"] == "a0"
             await eventually(lambda: len(slow.inbox) == cap - 1, 5, "the dispatcher to move one on")
-            assert await fill(channel.send, "b") == 1
+            assert await fill(channel.send, "b", landed) == 1
             # reading everything returns all the credit
-            got = [e.event_data["text"] for e in await _drain(slow)]
+            got = [e.event_data["text"] for e in await _drain(slow, _count(accepted))]
             assert got == [f"a{i}" for i in range(1, accepted)] + ["b0"]
-            assert await fill(channel.send, "c") == 2 * cap + 1
-            await _drain(slow)
+            assert await fill(channel.send, "c", landed) == 2 * cap + 1
+            await _drain(slow, _count(2 * cap + 1))
 
             # credit survives reconnects: sends made while the person's socket is down are replayed
             # on reconnect and read at once; every one of those reads is credited
@@ -595,8 +621,8 @@ async def test_back_pressure_across_the_network(served) -> None:  # type: ignore
                 relay.blocked = False
                 got = [(await slow.next_envelope(timeout=5)).event_data["text"] for _ in away]
                 assert got == away
-                assert await fill(channel.send, f"r{rnd}-") == 2 * cap + 1
-                await _drain(slow)
+                assert await fill(channel.send, f"r{rnd}-", landed) == 2 * cap + 1
+                await _drain(slow, _count(2 * cap + 1))
             assert conn_of(slow_hc).reconnects == 3
         finally:
             await slow_hc.close()
