@@ -164,7 +164,8 @@ async def test_openai_timeout_is_a_model_error_and_not_retried(llm_server: LLMSe
     start = time.monotonic()
     with pytest.raises(ModelError, match=r"no answer within the 0\.3s timeout"):
         await turn(openai(llm_server, timeout=0.3))
-    assert time.monotonic() - start < 2.0
+    # it gave up rather than waiting for the late answer (which comes 3 s after the request)
+    assert time.monotonic() - start < 3.0
     assert len(llm_server.requests) == 1
 
 
