@@ -168,7 +168,7 @@ async def test_a_visa_expires_by_the_clock_and_the_sweep_ends_it(tmp_path: Path)
     # expired but not yet swept: already invisible, and nothing more is delivered
     await refused(text(hub, globex, w["thread"], gbot, "late"), "not_found")
     await text(hub, acme, w["thread"], w["dana"].agent_id, "after expiry")
-    assert sub.ended == ["removed"] and not sub.seen
+    assert sub.ended == ["visa_expired"] and not sub.seen
     assert drain(w["inboxes"]["globex_bot"]) == []  # its attached agent is not told either
     assert await hub.sweep() >= 1
     assert (await hub.teams.get_visa(acme, visa.visa_id)).revoked_reason == "expired"
@@ -211,4 +211,82 @@ async def test_a_revoked_key_ends_its_sessions_subscriptions_and_participants(tm
     assert told == ["key_revoked"] and sub.ended == ["key_revoked"]
     await refused(text(hub, session, w["thread"], w["globex_bot"].agent_id, "x"), "unauthenticated")
     await refused(hub.read_channel(session, w["thread"]), "unauthenticated")
+    await hub.close()
+
+
+# --- found in review: paths that did not ask the visibility function, and Visa edge cases -----------
+
+
+async def test_history_and_can_send_ask_the_visa_even_before_the_sweep(tmp_path: Path) -> None:
+    """``history`` (the ``hub`` topic's call, the routine worker's read) and ``can_send`` checked only
+    that the participant is in the thread's state: a guest whose Visa expired a moment ago (before the
+    sweeper ended it) still read the whole thread."""
+    clock = Clock()
+    w = await shared_team(tmp_path, clock, visa_expires_in=60)
+    hub, acme, globex = w["hub"], w["acme"], w["globex"]
+    gbot = w["globex_bot"].agent_id
+    await text(hub, acme, w["thread"], w["dana"].agent_id, "before expiry")
+    assert [e.event_data.get("text") for e in await hub.history(globex, gbot, w["thread"])][-1] == (
+        "before expiry"
+    )
+    clock.now += 61
+    await text(hub, acme, w["thread"], w["dana"].agent_id, "after expiry: not for Globex")
+    await refused(hub.history(globex, gbot, w["thread"]), "not_found")
+    assert await hub.can_send(gbot, w["thread"]) is False
+    await hub.close()
+
+
+async def test_leaving_and_rejoining_with_the_same_code_does_not_undo_the_hosts_removal(
+    tmp_path: Path,
+) -> None:
+    """A multi-use code: the host bars one guest participant; the guest org leaves and joins again
+    with the very same code — a new Visa, with an empty ``removed``, and the barred participant back."""
+    w = await shared_team(tmp_path, Clock(), max_uses=None)
+    hub, acme, globex, visa = w["hub"], w["acme"], w["globex"], w["visa"]
+    gbot, gus = w["globex_bot"].agent_id, w["gus"].agent_id
+    await hub.teams.add_member(globex, w["team"].team_id, gus)
+    await hub.teams.remove_visa_participant(acme, visa.visa_id, gbot)
+    await hub.teams.leave(globex, w["team"].team_id)
+    await refused(hub.teams.join(globex, w["code"], gbot), "not_found")
+    await hub.close()
+
+
+async def test_an_expired_visa_is_not_renewed_by_its_own_code(tmp_path: Path) -> None:
+    """The host gave a 60-second Visa through a multi-use code; once it expired (or the host ended it
+    with an expiry in the past), joining again with the same code granted a fresh 60 seconds."""
+    clock = Clock()
+    w = await shared_team(tmp_path, clock, max_uses=None, visa_expires_in=60)
+    hub, acme, globex, visa = w["hub"], w["acme"], w["globex"], w["visa"]
+    gbot = w["globex_bot"].agent_id
+    clock.now += 61
+    await refused(hub.teams.join(globex, w["code"], gbot), "not_found")
+    await hub.sweep()
+    await refused(hub.teams.join(globex, w["code"], gbot), "not_found")
+    # a new invite is the host's new consent: that works
+    _inv, fresh = await hub.teams.create_invite(acme, w["team"].team_id)
+    await hub.teams.join(globex, fresh, gbot)
+    assert gbot in (await hub.channel_state(w["thread"])).participants
+    assert visa.visa_id not in [v.visa_id for v in await hub.teams.list_visas(globex, w["team"].team_id)]
+    await hub.close()
+
+
+async def test_what_the_host_may_not_do_with_a_visa(tmp_path: Path) -> None:
+    """An expired Visa is not revived by a PATCH (swept or not); the host trims only participants the
+    Visa covers (so it learns nothing of the guest org's others); a guest taking its own member out
+    leaves it uncovered, and free to come back."""
+    clock = Clock()
+    w = await shared_team(tmp_path, clock, visa_expires_in=60)
+    hub, acme, globex, visa = w["hub"], w["acme"], w["globex"], w["visa"]
+    await refused(hub.teams.remove_visa_participant(acme, visa.visa_id, w["gus"].agent_id), "not_found")
+    await refused(hub.teams.remove_visa_participant(acme, visa.visa_id, "agt_nobody"), "not_found")
+    gbot = w["globex_bot"].agent_id
+    (mine,) = [m for m in hub.teams.members(globex, w["team"].team_id) if m.member_id == gbot]
+    await hub.teams.remove_member(globex, mine.membership_id)
+    assert gbot not in (await hub.teams.get_visa(acme, visa.visa_id)).participants
+    await hub.teams.add_member(globex, w["team"].team_id, gbot)  # not barred: Globex took it out
+    assert gbot in (await hub.teams.get_visa(acme, visa.visa_id)).participants
+    clock.now += 61
+    await refused(hub.teams.update_visa(acme, visa.visa_id, expires_at=None), "protocol_violation")
+    await hub.sweep()
+    await refused(hub.teams.update_visa(acme, visa.visa_id, grants=["post"]), "protocol_violation")
     await hub.close()

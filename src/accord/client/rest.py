@@ -147,7 +147,8 @@ class ChannelEnvelope(_Model):
 
 
 class AuditRecord(_Model):
-    """One record of the hash-chained audit log: ``type`` is ``envelope`` or ``refusal``."""
+    """One record of the hash-chained audit log: ``type`` is ``envelope``, ``refusal`` or
+    ``refusals_coalesced`` (``data.count`` more refusals of one key, code and action in a second)."""
 
     seq: int
     ts: float

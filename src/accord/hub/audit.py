@@ -14,6 +14,12 @@ for a channel envelope the sender's org (the channel's own org for hub-written e
 registry event the org it is about, for a refusal the org of the session that was refused. ``GET
 /v1/audit`` shows an org exactly the records tagged with it; records without an org (written before
 the field existed, or about nobody in particular) are shown to no org.
+
+Refusals of one API key are bounded (``RefusalCoalescer``): within one second of the hub's clock,
+the first ``burst`` refusals with the same (key, code, action) are recorded one by one, further ones
+only counted, and the count is written as one ``audit.refusals_coalesced`` record once that second
+ended. A flood of bad requests then adds at most ``burst + 1`` records per (key, code, action) and
+second, and the coalescer holds a small dict per key refused in the current second only.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ..store.base import LogStore
 AUDIT_STREAM: Final = "audit"
 AU_ENVELOPE: Final = "audit.envelope"
 AU_REFUSAL: Final = "audit.refusal"
+AU_COALESCED: Final = "audit.refusals_coalesced"
 GENESIS: Final = "0" * 64
 
 
@@ -121,6 +128,7 @@ class AuditChain:
         message: str,
         channel_id: str | None,
         org: str | None = None,
+        key_id: str | None = None,
     ) -> Envelope:
         body = {
             "org": org,
@@ -130,7 +138,101 @@ class AuditChain:
             "message": message,
             "channel_id": channel_id,
         }
+        if key_id is not None:
+            body["key_id"] = key_id
         return self._record(AU_REFUSAL, body, ts)
+
+    def coalesced(self, ts: float, pending: Coalesced) -> Envelope:
+        """The refusals a coalescer only counted: ``count`` more of (key, code, action) in the second
+        that began at ``second``, after the ones recorded one by one."""
+        body = {
+            "org": pending.org,
+            "key_id": pending.key_id,
+            "action": pending.action,
+            "code": pending.code,
+            "count": pending.count,
+            "second": pending.second,
+        }
+        return self._record(AU_COALESCED, body, ts)
+
+
+@dataclass(slots=True)
+class Coalesced:
+    """Refusals counted, not recorded, in one second: what an ``audit.refusals_coalesced`` holds."""
+
+    key_id: str
+    org: str | None
+    code: str
+    action: str
+    second: int
+    count: int = 0
+
+
+_OVERFLOW: Final = "*"  # code and action of a key's refusals beyond ``max_kinds`` kinds in a second
+
+
+class RefusalCoalescer:
+    """Decides which refusals of an API key get a record of their own (see the module docstring).
+
+    Memory: one small dict per key refused in the current second, each of at most ``max_kinds``
+    (code, action) entries (further kinds share one ``*`` entry), and at most ``max_keys`` keys (the
+    oldest window is ended early beyond that). A window is dropped as soon as its second is over.
+    """
+
+    __slots__ = ("_windows", "burst", "max_keys", "max_kinds")
+
+    def __init__(self, burst: int = 4, max_kinds: int = 16, max_keys: int = 10_000) -> None:
+        self.burst = burst
+        self.max_kinds = max_kinds
+        self.max_keys = max_keys
+        # key → (its second, (code, action) → [refusals seen, the Coalesced to flush]); in window order
+        self._windows: dict[str, tuple[int, dict[tuple[str, str], list[Any]]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def admit(
+        self, key_id: str, code: str, action: str, org: str | None, now: float
+    ) -> tuple[bool, list[Coalesced]]:
+        """Whether this refusal gets a record of its own, and the counts of ended windows to write
+        first (in order, so the chain reads in time order)."""
+        second = int(now)
+        due = self.due(now)
+        window = self._windows.get(key_id)
+        if window is None:
+            if len(self._windows) >= self.max_keys:
+                due.extend(self._end(next(iter(self._windows))))
+            window = self._windows[key_id] = (second, {})
+        kinds = window[1]
+        kind = (code, action)
+        if kind not in kinds and len(kinds) >= self.max_kinds:
+            kind = (_OVERFLOW, _OVERFLOW)
+        entry = kinds.get(kind)
+        if entry is None:
+            entry = kinds[kind] = [0, Coalesced(key_id, org, kind[0], kind[1], window[0])]
+        entry[0] += 1
+        if entry[0] <= self.burst and kind[0] != _OVERFLOW:
+            return True, due
+        entry[1].count += 1
+        return False, due
+
+    def due(self, now: float, *, everything: bool = False) -> list[Coalesced]:
+        """End the windows whose second is over (all of them with ``everything``): their counts."""
+        second = int(now)
+        out: list[Coalesced] = []
+        while self._windows:
+            key_id, (started, _) = next(iter(self._windows.items()))
+            if started >= second and not everything:
+                break  # windows are kept in the order they began: the rest are current too
+            out.extend(self._end(key_id))
+        return out
+
+    def pending(self) -> bool:
+        return any(e[1].count for _, kinds in self._windows.values() for e in kinds.values())
+
+    def _end(self, key_id: str) -> list[Coalesced]:
+        _, kinds = self._windows.pop(key_id)
+        return [e[1] for e in kinds.values() if e[1].count]
 
 
 def registry_org(state: RegistryState, env: Envelope) -> str | None:
@@ -247,6 +349,8 @@ async def verify(
         prev = str(stated)
         if rec.event_type == AU_REFUSAL:
             report.refusals += 1
+        elif rec.event_type == AU_COALESCED:
+            report.refusals += int(body.get("count") or 0)
         elif rec.event_type == AU_ENVELOPE:
             stream, seq = str(body["stream"]), int(body["seq"])
             covered[stream] = max(covered.get(stream, 0), seq)

@@ -49,7 +49,7 @@ from ..protocol.registry import (
 )
 from ..protocol.visibility import Principal, sees_channel, sees_envelope
 from ..store.base import AppendPart, LogStore
-from .audit import AUDIT_STREAM, AuditChain, registry_org
+from .audit import AUDIT_STREAM, AuditChain, RefusalCoalescer, registry_org
 from .governance import HubArbiter, HubListener, RuleEnforcer
 from .keys import KeyService
 from .knowledge import KnowledgeService
@@ -68,6 +68,16 @@ RECENTLY_CLOSED = 4096  # closes remembered for reconnect catch-up
 _DEDUP_PER_CHANNEL = 1024
 
 # registry events that can take authority away, and the reason a subscription they end is given
+# how a Visa ended (``visa.revoked``'s reason) → the reason a subscription it ends is given
+_VISA_ENDED = {"revoked": "visa_revoked", "expired": "visa_expired", "left": "left"}
+_WEIGHT = {
+    "visa_narrowed": 0,
+    "unregistered": 1,
+    "removed": 1,
+    "visa_expired": 2,
+    "left": 2,
+    "visa_revoked": 3,
+}
 _AUTHORITY_REASONS: dict[str, str] = {
     RG_MEMBER_REMOVED: "removed",
     RG_VISA_PARTICIPANT_REMOVED: "removed",
@@ -146,6 +156,9 @@ class HubCore:
         self.keys = KeyService(hub)
         self.knowledge = KnowledgeService(hub)  # Hub.open gives it its store (knowledge.db)
         self._audit = AuditChain()
+        # bounds a key's refusals in the audit log (hub/audit.py); its counts are flushed by a timer
+        self.refusals = RefusalCoalescer()
+        self._refusal_flush: asyncio.TimerHandle | None = None
         self._registry_last = 0
         self._registry_since_snapshot = 0
         # loaded channel states, least recently used first; idle ones beyond the cap are evicted
@@ -439,9 +452,20 @@ class HubCore:
         registry = self.registry
         for w in list(watches):
             if not self.sees(w.session, state):
-                self._end_watch(w, "removed")
+                self._end_watch(w, self.why_unseen(w.session, state))
             elif sees_envelope(registry, w.session.principal, env):
                 w.observer(env)
+
+    def why_unseen(self, session: Session, state: ChannelState) -> str:
+        """The reason to give a subscription that may no longer see ``state``'s channel when no
+        registry event said why (a Visa's expiry passes by the clock before the sweeper ends it)."""
+        if session.revoked is not None:
+            return session.revoked
+        if state.team_id is not None:
+            visa = self.registry.visa_of(state.team_id, session.org_id)
+            if visa is not None and not visa.valid(self.clock()):
+                return "visa_expired"
+        return "removed"
 
     def _add_watch(self, watch: Watch) -> Callable[[], None]:
         watches = self._watches.setdefault(watch.channel_id, set())
@@ -483,10 +507,14 @@ class HubCore:
         for env in envs:
             if env.event_type == RG_KEY_REVOKED:
                 self._revoke_sessions(str(env.event_data["key_id"]), "key_revoked")
-            elif env.event_type in _AUTHORITY_REASONS and reason is None:
-                reason = _AUTHORITY_REASONS[env.event_type]
-                if env.event_type == RG_VISA_REVOKED and env.event_data.get("reason") == "left":
-                    reason = "left"
+            elif env.event_type in _AUTHORITY_REASONS:
+                why = _AUTHORITY_REASONS[env.event_type]
+                if env.event_type == RG_VISA_REVOKED:
+                    why = _VISA_ENDED.get(str(env.event_data.get("reason")), why)
+                # one write may carry several (a Visa narrowed to a past expiry, then ended): the
+                # weightiest names the end
+                if reason is None or _WEIGHT[why] > _WEIGHT[reason]:
+                    reason = why
         if reason is None:
             return
         for watches in list(self._watches.values()):
@@ -624,12 +652,20 @@ class HubCore:
         action: str,
         channel_id: str | None,
         org_id: str | None = None,
+        key_id: str | None = None,
+        coalesce_as: str | None = None,
     ) -> None:
         """Every refusal is audited (durably, before the caller sees the error) and told to listeners.
 
         The record is tagged with ``org_id``, the org of the refused session (by default the org of
-        ``actor`` when it is a participant): that org, and only it, reads it in ``audit_log``.
+        ``actor`` when it is a participant): that org, and only it, reads it in ``audit_log``. ``err``
+        is marked ``audited`` so that no outer layer records it again.
+
+        A refusal made with an API key (``key_id``; or ``coalesce_as``, the principal a key-less
+        caller is counted as) is bounded by ``self.refusals``: beyond its burst in one second it is
+        counted, not recorded, and the count written once the second ended (``_flush_refusals``).
         """
+        err.audited = True
         if org_id is None:
             member = self.registry.members.get(actor)
             org_id = member.passport.org_id if member is not None else None
@@ -637,19 +673,76 @@ class HubCore:
             listener.on_refusal(actor, action, err, channel_id)
         if self._closed or self._broken is not None:
             return
-        rec = self._audit.refusal(
-            ts=self.clock(),
-            actor=actor,
-            action=action,
-            code=err.code,
-            message=err.message,
-            channel_id=channel_id,
-            org=org_id,
+        now = self.clock()
+        recs: list[Envelope] = []
+        principal = key_id or coalesce_as
+        if principal is not None:
+            own, due = self.refusals.admit(principal, err.code, action, org_id, now)
+            recs.extend(self._audit.coalesced(now, c) for c in due)
+            if not own:
+                self._schedule_refusal_flush()
+                if recs:
+                    await self._append_audit(recs)
+                return
+        recs.append(
+            self._audit.refusal(
+                ts=now,
+                actor=actor,
+                action=action,
+                code=err.code,
+                message=err.message,
+                channel_id=channel_id,
+                org=org_id,
+                key_id=key_id,
+            )
         )
+        await self._append_audit(recs)
+
+    async def audit_refusal(self, session: Session, err: AccordError, action: str) -> None:
+        """Audit a refusal a transport made on its own (request validation, an unknown route or
+        topic, a malformed frame) for ``session``, unless the hub already did (``err.audited``).
+
+        ``action`` must come from a bounded set (a route template, a topic kind): it is part of what
+        floods are coalesced by. A key-less ``--dev`` session is counted as its org.
+        """
+        if err.audited:
+            return
+        await self._refuse(
+            err,
+            actor=session.subject or session.session_id,
+            action=action,
+            channel_id=None,
+            org_id=session.org_id,
+            key_id=session.key_id,
+            coalesce_as=f"org:{session.org_id}",
+        )
+
+    async def _append_audit(self, recs: list[Envelope]) -> None:
         try:
-            await self.store.append(AUDIT_STREAM, [rec], rec.seq - 1)
+            await self.store.append(AUDIT_STREAM, recs, recs[0].seq - 1)
         except BaseException as exc:
             self._store_failed(None, exc)
+
+    def _schedule_refusal_flush(self) -> None:
+        """Write the coalesced counts soon after their second ends, even if no refusal follows."""
+        if self._refusal_flush is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._refusal_flush = loop.call_later(1.0, self._refusal_flush_due)
+
+    def _refusal_flush_due(self) -> None:
+        self._refusal_flush = None
+        self._background(self._flush_refusals())
+        if self.refusals.pending():
+            self._schedule_refusal_flush()  # the current second still counts: look again
+
+    async def _flush_refusals(self, *, everything: bool = False) -> None:
+        """Write the counts of the coalescer's ended windows (all of them with ``everything``)."""
+        if self._broken is not None:
+            return
+        now = self.clock()
+        recs = [self._audit.coalesced(now, c) for c in self.refusals.due(now, everything=everything)]
+        if recs:
+            await self._append_audit(recs)
 
     def _audit_org(self, state: ChannelState, sender: str) -> str | None:
         """The org an audit record of a channel envelope concerns: its sender's, else the channel's

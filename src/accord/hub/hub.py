@@ -185,8 +185,12 @@ class Hub(Reading):
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._refusal_flush is not None:
+            self._refusal_flush.cancel()
+            self._refusal_flush = None
         try:
             if self._broken is None:
+                await self._flush_refusals(everything=True)  # counts of refusals not yet written
                 pending: list[Awaitable[None]] = []
                 obs = self._flush_observed()
                 if obs is not None:
@@ -259,7 +263,14 @@ class Hub(Reading):
                 auto_accept=auto_accept,
             )
         except AccordError as err:
-            await self._refuse(err, actor=initiator, action="open", channel_id=None, org_id=session.org_id)
+            await self._refuse(
+                err,
+                actor=initiator,
+                action="open",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
+            )
             raise
         cid = new_id("thr")
         now = self.clock()
@@ -320,6 +331,7 @@ class Hub(Reading):
                 action=event_type,
                 channel_id=channel_id,
                 org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         return await self._set_participant(ch, participant_id, event_type)
@@ -362,7 +374,12 @@ class Hub(Reading):
             self._channels.move_to_end(proposal.channel_id)
         except AccordError as err:
             await self._refuse(
-                err, actor=str(proposal.sender_id), action="send", channel_id=None, org_id=session.org_id
+                err,
+                actor=str(proposal.sender_id),
+                action="send",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         state = ch.state
@@ -384,6 +401,7 @@ class Hub(Reading):
                 action=proposal.event_type,
                 channel_id=state.channel_id,
                 org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
@@ -417,6 +435,7 @@ class Hub(Reading):
                 action=proposal.event_type,
                 channel_id=state.channel_id,
                 org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         if key is None:
@@ -519,7 +538,14 @@ class Hub(Reading):
                 if team is None or team.org_id != actor_org:
                     raise AccessDenied("a team's threads are closed by the team's own organization")
         except AccordError as err:
-            await self._refuse(err, actor=actor, action="close", channel_id=channel_id, org_id=session.org_id)
+            await self._refuse(
+                err,
+                actor=actor,
+                action="close",
+                channel_id=channel_id,
+                org_id=session.org_id,
+                key_id=session.key_id,
+            )
             raise
         if not state.is_open:
             return

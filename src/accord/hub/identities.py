@@ -179,7 +179,12 @@ class Identities(HubCore):
                 arb.check_register(passport)
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action="register", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="register",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         passport.agent_id = new_id("usr" if passport.kind == "human" else "agt")
@@ -282,7 +287,12 @@ class Identities(HubCore):
                 raise AccessDenied("reading a participant's rule needs an org admin key or its own key")
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action="rule.read", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="rule.read",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         return member.rule
@@ -297,7 +307,12 @@ class Identities(HubCore):
                 raise AccessDenied("changing a participant's rule needs an org admin key")
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action="rule.set", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="rule.set",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         await self.set_rule(agent_id, rule)

@@ -55,7 +55,12 @@ class Reading(Identities):
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action=action,
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         return ch.state
@@ -88,7 +93,7 @@ class Reading(Identities):
             ch = await self._channel(channel_id)
         except NotFound:
             return False
-        return _can_send(ch.state, participant_id)
+        return self.participant_sees(participant_id, ch.state) and _can_send(ch.state, participant_id)
 
     async def read_wal(
         self, channel_id: str, after_seq: int = 0, limit: int | None = None, *, last: int | None = None
@@ -107,11 +112,18 @@ class Reading(Identities):
             if not isinstance(last, int) or not 0 < last <= 10_000:
                 raise InvalidInput("last must be an integer from 1 to 10000")
             ch = await self._channel(channel_id)
-            if participant_id not in ch.state.participants:
+            # the visibility function, now: for the session, and for the participant as itself (a
+            # guest whose Visa ended, even a moment before the sweeper saw it, reads nothing more)
+            if not (self.sees(session, ch.state) and self.participant_sees(participant_id, ch.state)):
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
             await self._refuse(
-                err, actor=participant_id, action="read", channel_id=None, org_id=session.org_id
+                err,
+                actor=participant_id,
+                action="read",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         envs = await self.store.read_last(channel_id, last)
@@ -131,7 +143,12 @@ class Reading(Identities):
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action="read", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="read",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         await self.require_visible(session, channel_id)
@@ -166,7 +183,12 @@ class Reading(Identities):
                 raise InvalidInput("limit must be an integer from 1 to 1000")
         except AccordError as err:
             await self._refuse(
-                err, actor=session.session_id, action="audit.read", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="audit.read",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         return await read_org(self.store, session.org_id, after_seq=after_seq, limit=limit)

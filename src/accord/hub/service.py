@@ -27,6 +27,11 @@ class HubService:
             return await coro
         except AccordError as err:
             await self.hub._refuse(
-                err, actor=session.session_id, action=action, channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action=action,
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise

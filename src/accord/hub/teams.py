@@ -163,7 +163,12 @@ class TeamService(HubService):
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
             await self.hub._refuse(
-                err, actor=session.session_id, action="read", channel_id=None, org_id=session.org_id
+                err,
+                actor=session.session_id,
+                action="read",
+                channel_id=None,
+                org_id=session.org_id,
+                key_id=session.key_id,
             )
             raise
         out: list[Envelope] = []
@@ -424,8 +429,15 @@ class TeamService(HubService):
             (RG_INVITE_USED, {"invite_id": invite.invite_id, "at": now})
         ]
         held = registry.visa_of(team.team_id, session.org_id)
+        # a code grants an org one Visa: once it ended (expired, ended by the host, left), coming back
+        # needs the host's new consent — a new invite — else a multi-use code would renew an expiry
+        # and wipe the participants the host removed
+        if (held is None or not held.valid(now)) and any(
+            v.invite_id == invite.invite_id and v.org_id == session.org_id for v in registry.visas.values()
+        ):
+            raise NotFound("invalid, expired or used-up join code")
         if held is not None and not held.valid(now):
-            await self._end_visa(held, "expired")  # an expired Visa is over; this code starts anew
+            await self._end_visa(held, "expired")  # an expired Visa is over; a new code starts anew
             held = None
         if held is None:
             expires = now + invite.visa_expires_in if invite.visa_expires_in is not None else None
@@ -533,8 +545,9 @@ class TeamService(HubService):
     ) -> Visa:
         self._admin(session)
         visa, team = self._visa(session, visa_id, host=True)
-        if not visa.live:
-            raise ProtocolViolation("this Visa was revoked; the guest needs a new invite")
+        if not visa.valid(self.hub.clock()):
+            # an expired Visa is over, swept or not: nothing brings it back but a new invite
+            raise ProtocolViolation("this Visa has ended; the guest needs a new invite")
         change: dict[str, Any] = {}
         if grants is not None:
             change["grants"] = list(check_grants(list(grants)))
@@ -567,8 +580,8 @@ class TeamService(HubService):
         visa, _team = self._visa(session, visa_id, host=True)
         if not visa.live:
             raise ProtocolViolation("this Visa was revoked; its participants are already gone")
-        member = self.hub.registry.members.get(participant_id) if isinstance(participant_id, str) else None
-        if member is None or member.passport.org_id != visa.org_id:
+        # only what the Visa covers: the host learns nothing else of the guest org's participants
+        if not isinstance(participant_id, str) or participant_id not in visa.participants:
             raise NotFound(f"unknown participant {participant_id!r}")
         await self._bar(visa, participant_id)
         return visa

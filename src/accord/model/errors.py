@@ -18,6 +18,9 @@ class AccordError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details or {}
+        # set once the refusal is in the audit log (the hub's ``_refuse``): an outer layer (the HTTP
+        # error handler, a socket) audits only the refusals nobody audited yet
+        self.audited = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}

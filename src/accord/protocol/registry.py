@@ -323,6 +323,9 @@ def fold_registry(state: RegistryState, env: Envelope) -> RegistryState:
         gone_member = state.memberships.pop(d["membership_id"], None)
         if gone_member is not None:
             state.team_members.get(gone_member.team_id, {}).pop(gone_member.member_id, None)
+            uncovered = state.visa_of(gone_member.team_id, gone_member.org_id)
+            if uncovered is not None and gone_member.member_id in uncovered.participants:
+                uncovered.participants.remove(gone_member.member_id)  # no longer a member: not covered
     elif et == RG_INVITE_CREATED:
         _index_invite(state, Invite.from_dict(d))
     elif et == RG_INVITE_USED:

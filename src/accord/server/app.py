@@ -18,8 +18,10 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Hub
+from ..model.errors import PayloadTooLarge
 from ..routines.worker import RoutineWorker
-from . import errors, logs
+from ..store import SqliteStore
+from . import errors, logs, refusals
 from .errors import ORJSONResponse
 from .socket import DEFAULT_SOCKET_BUDGET, DEFAULT_SOCKETS_BUDGET, SendBudget
 
@@ -42,7 +44,16 @@ class BodyLimit:
         self.limit = limit
 
     def _refusal(self) -> Response:
-        return errors.error_response(413, "payload_too_large", f"the request body is over {self.limit} bytes")
+        return errors.error_response(413, "payload_too_large", self._message())
+
+    def _message(self) -> str:
+        return f"the request body is over {self.limit} bytes"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The 413, audited for the key that sent it (before the app, so the app's own view of the
+        cut-off body is not audited again)."""
+        await refusals.audit_http(scope, PayloadTooLarge(self._message()))
+        await self._refusal()(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +61,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refusal()(scope, receive, send)
+                await self._refuse(scope, receive, send)
                 return
         seen = 0
         started = False  # the app began its response: too late for a 413
@@ -66,7 +77,9 @@ class BodyLimit:
                 if seen > self.limit:
                     refused = True
                     if not started:
-                        await self._refusal()(scope, receive, send)
+                        await self._refuse(scope, receive, send)
+                    else:
+                        scope[refusals.AUDITED] = True  # the app's answer is sent: too late to audit
                     return {"type": "http.disconnect"}
             return message
 
@@ -150,6 +163,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.send_budget = send_budget
+    app.state.refusal_counters = refusals.Counters()
     errors.install(app)
     from .compat.archastro import router as archastro_router
     from .compat.archastro_socket import router as archastro_socket_router
@@ -168,7 +182,13 @@ def create_app(
         h: Hub = app.state.hub
         worker = getattr(app.state, "worker", None)
         remote = len(worker.executors) if worker is not None else 0  # a count: no org is named here
-        return {"ok": not h.closed, "store": h.store.describe(), "remote_workers": remote}
+        unauthenticated = refusals.counters(app).unauthenticated_total  # a count: no org to tag
+        return {
+            "ok": not h.closed,
+            "store": h.store.describe(),
+            "remote_workers": remote,
+            "unauthenticated_total": unauthenticated,
+        }
 
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(logs.AccessLog)  # outermost of ours: sees 413s and the socket's close too
@@ -184,14 +204,19 @@ def app_for_data(
     base_url: str | None = None,
     socket_budget: int = DEFAULT_SOCKET_BUDGET,
     sockets_budget: int = DEFAULT_SOCKETS_BUDGET,
+    store: SqliteStore | None = None,
 ) -> FastAPI:
     """The app ``accord serve`` runs: a hub on ``data/accord.db``, routines answering with ``model``
     (an agent's own ``model`` spec wins). The provider key comes from ``ACCORD_MODEL_API_KEY`` or the
-    SDK's own variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) — never from the command line."""
+    SDK's own variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) — never from the command line.
+
+    ``store``: that file already opened (and locked) by the caller, as ``accord serve`` does so that a
+    locked store is refused before the server starts; the hub opened on it closes it as usual."""
     from ..agents.models.resolve import Endpoint, ModelPool
-    from ..store import SqliteStore
 
     async def open_hub() -> Hub:
+        if store is not None:
+            return await Hub.open(store)
         return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
 
     app = create_app(open_hub=open_hub, dev=dev, socket_budget=socket_budget, sockets_budget=sockets_budget)

@@ -2,7 +2,8 @@
 
 AccordErrors carry their own stable code and status; request validation failures (pydantic) become
 ``invalid_input`` 422s; an unknown route is ``not_found``. Nothing else may escape as a 5xx body
-without the shape.
+without the shape. Each refusal is audited on its way out unless the hub already audited it
+(``server/refusals.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..model.errors import AccordError
+from ..model.errors import AccordError, InvalidInput
+from . import refusals
 
 log = logging.getLogger("accord.server")
 
@@ -44,20 +46,25 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(AccordError)
-    async def accord_error(_: Request, exc: AccordError) -> Response:
+    async def accord_error(request: Request, exc: AccordError) -> Response:
+        await refusals.audit_http(request.scope, exc)
         return error_response(exc.http_status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         problems = [
             {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
             for e in exc.errors()
         ]
-        return error_response(422, "invalid_input", "the request is not valid", {"problems": problems})
+        err = InvalidInput("the request is not valid", details={"problems": problems})
+        await refusals.audit_http(request.scope, err)
+        return error_response(422, err.code, err.message, err.details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
+        if exc.status_code >= 400:
+            await refusals.audit_http(request.scope, refusals.refusal(code, str(exc.detail), exc.status_code))
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -32,7 +32,9 @@ from ..hub.catchup import ResumePoint, missed
 from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope, Proposal
 from ..model.errors import AccordError, InvalidInput, NotFound
+from ..model.events import EV_PARTICIPANT_REMOVED
 from ..model.identity import Passport, Resume, Rule
+from . import refusals
 
 if TYPE_CHECKING:
     from .socket import _Connection
@@ -162,16 +164,17 @@ class HubTopic:
             return
         call = self.calls.get(event)
         if call is None:
-            message = f"the hub topic has no call {str(event)[:64]!r}"
-            self.conn.reply(
-                frame,
-                "error",
-                {"reason": "unknown_event", "code": "unknown_event", "message": message, "details": {}},
-            )
-            return
+            call = self._unknown_call(event)  # refused (and audited) like any call, in its task
         task = asyncio.get_running_loop().create_task(self._run(frame, call, payload))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    def _unknown_call(event: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any] | RawReply]]:
+        async def unknown(_: dict[str, Any]) -> dict[str, Any]:
+            raise refusals.refusal("unknown_event", f"the hub topic has no call {str(event)[:64]!r}")
+
+        return unknown
 
     async def _run(
         self,
@@ -182,11 +185,10 @@ class HubTopic:
         try:
             result = await call(payload)
         except AccordError as err:
-            self.conn.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+            await self.conn.refuse(frame, err)  # audited here unless the hub did
             return
         except (KeyError, TypeError, ValueError) as exc:
-            bad = InvalidInput(f"malformed {frame[3]} payload: {exc}")
-            self.conn.reply(frame, "error", {"reason": bad.code, **bad.to_dict()})
+            await self.conn.refuse(frame, InvalidInput(f"malformed {frame[3]} payload: {exc}"))
             return
         except Exception:
             log.exception("hub topic call %s failed", frame[3])
@@ -254,22 +256,43 @@ class HubTopic:
             self.endpoints.pop(stamped.agent_id, None)
             raise
         # the client knows the participant from before the drop, so the replay may precede the reply;
-        # it goes at the client's pace (within the socket's send budget), however much was missed
+        # it goes at the client's pace (within the socket's send budget), however much was missed —
+        # so authority can be taken away meanwhile: each envelope is asked again just before it goes
         high = ep.high
         conn = self.conn
+        agent_id = stamped.agent_id
         for env in replay:
             if conn.queued > conn.low:
                 await conn.room()
-            if conn.overflowed:
+            if conn.overflowed or not self._attached(ep):
                 break
-            high[env.channel_id] = env.seq
-            ep.emit(env)
+            if await self._still_visible(agent_id, env):  # no await between this and the emit
+                high[env.channel_id] = env.seq
+                ep.emit(env)
         held, ep.held, ep.held_bytes = ep.held or [], None, 0
         for env in held:
-            if env.seq > high.get(env.channel_id, 0):
+            if env.seq > high.get(env.channel_id, 0) and self._attached(ep):
                 ep.emit(env)
         result["replayed"] = len(replay)
         return result
+
+    def _attached(self, ep: SocketEndpoint) -> bool:
+        """Is the endpoint still where the hub delivers for its participant (not detached, not taken
+        over, its session's key not revoked)?"""
+        return self.session.revoked is None and self.hub._endpoints.get(ep.agent_id) is ep
+
+    async def _still_visible(self, agent_id: str, env: Envelope) -> bool:
+        """The visibility function for a replayed envelope, asked now: the participant's own removal
+        always goes (the last thing it hears of the channel), anything else only while it still sees
+        the channel. Returns with no suspension after the question."""
+        data = env.event_data
+        if env.event_type == EV_PARTICIPANT_REMOVED and data.get("participant") == agent_id:
+            return True
+        try:
+            state = await self.hub.channel_state(env.channel_id)
+        except NotFound:
+            return False
+        return self.hub.participant_sees(agent_id, state)
 
     async def unregister(self, p: dict[str, Any]) -> dict[str, Any]:
         agent_id = _str(p, "agent_id")
@@ -320,7 +343,9 @@ class HubTopic:
     async def wait_active(self, p: dict[str, Any]) -> dict[str, Any]:
         channel_id = _str(p, "channel_id")
         await self.hub.require_visible(self.session, channel_id)
-        return (await self.hub.wait_active(channel_id, _opt_num(p, "timeout"))).to_dict()
+        await self.hub.wait_active(channel_id, _opt_num(p, "timeout"))
+        # asked again: authority may have gone while it waited
+        return (await self.hub.require_visible(self.session, channel_id)).to_dict()
 
     async def send(self, p: dict[str, Any]) -> RawReply:
         d = _obj(p, "proposal")

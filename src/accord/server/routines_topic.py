@@ -29,6 +29,7 @@ from ..model.errors import (
 )
 from ..model.identity import Passport
 from ..protocol.graph import Handoff
+from . import refusals
 
 if TYPE_CHECKING:
     from ..routines.worker import RoutineWorker
@@ -100,11 +101,10 @@ class RoutinesTopic:
                 self.conn.reply(frame, "ok", await self._search(payload))
             else:
                 message = f"unknown event {event!r} on routines"
-                self.conn.reply(
-                    frame, "error", {"reason": "unknown_event", "code": "unknown_event", "message": message}
-                )
+                response = {"reason": "unknown_event", "code": "unknown_event", "message": message}
+                await self.conn.refuse(frame, refusals.refusal("unknown_event", message), response)
         except AccordError as err:
-            self.conn.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+            await self.conn.refuse(frame, err)  # audited here unless the hub did
 
     def _job(self, payload: dict[str, Any]) -> tuple[asyncio.Future[TurnResult], Passport]:
         job = self.jobs.get(payload.get("run_id"))  # type: ignore[arg-type]

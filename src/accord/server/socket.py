@@ -38,8 +38,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..hub import Hub, Session
 from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope, kept_json
-from ..model.errors import AccordError
-from . import routines_topic
+from ..model.errors import AccordError, InvalidInput
+from . import refusals, routines_topic
 from .hub_topic import TOPIC, HubTopic
 from .v1 import anonymous_session
 
@@ -232,10 +232,16 @@ class _Connection:
         limit = _FIRST_PAGE
         while True:
             page = await self.hub.store.read(topic.channel_id, after_seq=cursor, limit=limit)
+            state = await self.hub.channel_state(topic.channel_id) if page else None
             for env in page:
                 if self.queued > self.low:
                     await self.room()
                 if topic.ended or self.overflowed:
+                    return
+                # the visibility function, asked again before each envelope: the backlog goes at the
+                # client's pace, and a Visa can expire meanwhile with no event to end the watch
+                if state is not None and not self.hub.sees(self.session, state):
+                    self.ender(name, topic)(self.hub.why_unseen(self.session, state))
                     return
                 self.deliver(topic, name, env)
             if topic.ended or self.overflowed:
@@ -302,24 +308,42 @@ class _Connection:
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return  # not a Phoenix frame: nothing to reply to
+            frame = None
         if not (
             isinstance(frame, list)
             and len(frame) == 5
             and isinstance(frame[2], str)
             and isinstance(frame[3], str)
         ):
+            # not a Phoenix frame: nothing to reply to, but a refusal all the same
+            bad = InvalidInput("not a Phoenix frame [join_ref, ref, topic, event, payload]")
+            await refusals.audit_socket(self.hub, self.session, bad, "socket frame")
             return
         try:
             await self.route(frame)
         except AccordError as err:
             self.leave(frame[2])
-            self.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+            await self.refuse(frame, err)
         except Exception:  # a bug must not take the whole socket down without a word
             log.exception("socket %s on %s failed", frame[3][:64], frame[2][:128])
             self.leave(frame[2])
             internal = {"reason": "internal", "code": "internal", "message": "internal error"}
             self.reply(frame, "error", internal)
+
+    async def refuse(
+        self, frame: list[Any], err: AccordError, response: dict[str, Any] | None = None
+    ) -> None:
+        """Reply ``err`` (as ``response``, by default its ``{reason, code, message, details}``), audited
+        first unless the hub already audited it: every refusal is, whichever layer makes it."""
+        await refusals.audit_socket(self.hub, self.session, err, refusals.socket_action(frame[2], frame[3]))
+        self.reply(
+            frame, "error", response if response is not None else {"reason": err.code, **err.to_dict()}
+        )
+
+    async def unknown(self, frame: list[Any], code: str) -> None:
+        """The reply to an event or topic this socket does not know: ``{reason, code}``."""
+        message = f"{code.replace('_', ' ')}: {frame[3][:64]!r} on {frame[2][:128]!r}"
+        await self.refuse(frame, refusals.refusal(code, message), {"reason": code, "code": code})
 
     async def route(self, frame: list[Any]) -> None:
         """One well-formed frame to its topic; an ``AccordError`` leaves the topic and is replied."""
@@ -327,7 +351,7 @@ class _Connection:
         if topic == "phoenix" and event == "heartbeat":
             self.reply(frame, "ok", {})
         elif topic == TOPIC:
-            self.on_hub_topic(frame)
+            await self.on_hub_topic(frame)
         elif topic == routines_topic.TOPIC:
             await self.on_routines_topic(frame)
         elif event == "phx_join" and topic.startswith("channel:"):
@@ -336,9 +360,9 @@ class _Connection:
             self.leave(topic)
             self.reply(frame, "ok", {})
         else:
-            self.reply(frame, "error", {"reason": "unknown_event", "code": "unknown_event"})
+            await self.unknown(frame, "unknown_event")
 
-    def on_hub_topic(self, frame: list[Any]) -> None:
+    async def on_hub_topic(self, frame: list[Any]) -> None:
         event = frame[3]
         if event == "phx_join":
             if self.hub_topic is None:
@@ -350,7 +374,7 @@ class _Connection:
                 self.hub_topic = None
             self.reply(frame, "ok", {})
         elif self.hub_topic is None:
-            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+            await self.unknown(frame, "unmatched_topic")
         else:
             self.hub_topic.dispatch(frame)
 
@@ -372,7 +396,7 @@ class _Connection:
                 self.routines = None
             self.reply(frame, "ok", {})
         elif self.routines is None:
-            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+            await self.unknown(frame, "unmatched_topic")
         else:
             await self.routines.handle(frame)
 

@@ -20,6 +20,7 @@ from ..model.ids import new_id
 from ..model.records import ApiKey, Membership, Team
 from ..model.routines import Routine, Run
 from ..store.knowledge import Document, Hit
+from .refusals import remember_session
 
 
 class ErrorDetail(BaseModel):
@@ -171,14 +172,18 @@ def session_of(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Session:
-    """``Authorization: Bearer <api key>``; no anonymous access outside ``accord serve --dev``."""
+    """``Authorization: Bearer <api key>``; no anonymous access outside ``accord serve --dev``.
+
+    The session is left on the request, so that a refusal made after (request validation, the
+    route's own checks) is audited for it (``server/refusals.py``)."""
     if not authorization:
         dev = anonymous_session(request.app, hub_of(request))
         if dev is not None:
-            return dev
+            return remember_session(request.scope, dev)
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
-    return hub_of(request).authenticate(authorization[len("Bearer ") :].strip())
+    session = hub_of(request).authenticate(authorization[len("Bearer ") :].strip())
+    return remember_session(request.scope, session)
 
 
 def anonymous_session(app: Any, hub: Hub) -> Session | None:

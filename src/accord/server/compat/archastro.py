@@ -22,6 +22,7 @@ from ...model.identity import Passport
 from ...model.records import Membership, Team
 from ...model.routines import Routine, Run
 from .. import v1
+from ..refusals import remember_session
 
 router = APIRouter(prefix="/api/v1", include_in_schema=False)
 
@@ -37,7 +38,8 @@ def session_of(
     bearer = None
     if authorization and authorization.startswith("Bearer "):
         bearer = authorization[len("Bearer ") :]
-    return authenticate(request.app, v1.hub_of(request), bearer, x_archastro_api_key)
+    session = authenticate(request.app, v1.hub_of(request), bearer, x_archastro_api_key)
+    return remember_session(request.scope, session)  # a later refusal is audited for it
 
 
 def authenticate(app: Any, hub: Hub, token: str | None, api_key: str | None) -> Session:

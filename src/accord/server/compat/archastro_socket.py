@@ -92,11 +92,11 @@ class _ChatConnection(_Connection):
             try:
                 await self.post(frame)
             except AccordError as err:  # a refused post keeps the topic joined
-                self.reply(frame, "error", {"reason": err.code, **err.to_dict()})
+                await self.refuse(frame, err)
         elif topic in self.topics:
-            self.reply(frame, "error", {"reason": "unknown_event", "code": "unknown_event"})
+            await self.unknown(frame, "unknown_event")
         else:
-            self.reply(frame, "error", {"reason": "unmatched_topic", "code": "unmatched_topic"})
+            await self.unknown(frame, "unmatched_topic")
 
     def leave(self, name: str) -> None:
         self.teams.pop(name, None)
