@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from .cli_common import KEY_OPTION, URL_OPTION, post_as
+from .cli_errors import CliError, require_store, usage
+from .cli_network import agents_app, invites_app, teams_app, threads_app, users_app
 from .model.errors import AccordError, NotFound
 from .model.records import KeyScope
 
@@ -33,23 +39,32 @@ app.add_typer(orgs_app, name="orgs")
 keys_app = typer.Typer(help="API keys: list, create, revoke (secrets are shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
+#: set by the root option ``--debug`` (or ``ACCORD_DEBUG=1``): a failure also prints its traceback
+_debug = False
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", envvar="ACCORD_DEBUG", help="On a failure, also print the Python traceback."
+    ),
+) -> None:
+    global _debug
+    _debug = debug
+
+
 DATA_OPTION = typer.Option(Path("accord-data"), "--data", help="Data directory holding accord.db.")
 
 
 def _open_readonly(data: Path) -> SqliteStore:
-    """Open the store for reading, or exit 2 with a one-line error (never a traceback)."""
+    """Open the store for reading (no lock, nothing created); ``no_store`` if there is none."""
     from .store import SqliteStore
 
-    db = data / "accord.db"
-    err = Console(stderr=True)
-    if not db.exists():
-        err.print(f"[red]error:[/red] no Accord store at {db} (run `accord demo` or pass --data)")
-        raise typer.Exit(2)
+    db = require_store(data)
     try:
         return SqliteStore.open_readonly(db)
     except AccordError as exc:
-        err.print(f"[red]error:[/red] cannot read {db}: {exc.message}")
-        raise typer.Exit(2) from None
+        raise CliError(exc.code, f"cannot read {db}: {exc.message}") from None
 
 
 DEMO_HELP = "\n\n".join(
@@ -97,24 +112,20 @@ def demo(
     from .agents.models.resolve import Endpoint, check_spec, config_for
     from .demo_data import NotADemoDir, reset
 
-    err = Console(stderr=True)
     engine: Model | None = None
     if shapes and (model != "offline" or base_url):
-        err.print("[red]error:[/red] --model and --base-url are for the story; --shapes uses scripted models")
-        raise typer.Exit(2)
+        raise usage("--model and --base-url are for the story; --shapes uses scripted models")
     if model != "offline" or base_url:
         try:
             engine = config_for(
                 check_spec(model), Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY"))
             ).create()
-        except AccordError as exc:
-            err.print(f"[red]error:[/red] --model {model}: {exc.message}")
-            raise typer.Exit(2) from None
+        except AccordError as exc:  # the option cannot be used as given: a usage error
+            raise CliError(exc.code, f"--model {model}: {exc.message}", status=2) from None
     try:
         reset(data, force=fresh)
-    except (NotADemoDir, AccordError) as exc:
-        err.print(f"[red]error:[/red] {exc.message if isinstance(exc, AccordError) else exc}")
-        raise typer.Exit(2) from None
+    except NotADemoDir as exc:
+        raise CliError("not_a_demo_dir", str(exc)) from None
     if shapes:
         from .demo import run_demo
 
@@ -180,8 +191,7 @@ def replay(
         try:
             envs = await store.read(channel_id)
             if not envs:
-                Console(stderr=True).print(f"[red]error:[/red] no channel {channel_id} in {data}")
-                return 2
+                raise CliError("not_found", f"no channel {channel_id} in {data}")
             if as_json:
                 for env in envs:
                     sys.stdout.write(env.encoded().decode() + "\n")
@@ -252,27 +262,22 @@ def audit_verify(
     raise typer.Exit(asyncio.run(run()))
 
 
-def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]]) -> int:
+def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]], *, create: bool = False) -> int:
     """Open the hub on the data directory's store (taking its lock), run ``action``, close.
 
     Used by commands that write the registry before (or without) a running server; while a server
-    holds the store they fail with a clear ``store_locked`` message instead of racing it.
+    holds the store they fail with a clear ``store_locked`` message instead of racing it. Only with
+    ``create`` (``accord orgs create``) is a missing store made; otherwise it is ``no_store``.
     """
     from .hub import Hub
     from .store import SqliteStore
 
+    db = data / "accord.db" if create else require_store(data)
+
     async def run() -> int:
-        try:
-            store = SqliteStore(data / "accord.db")
-        except AccordError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
-            return 2
-        hub = await Hub.open(store, ttl_sweep_interval=0)
+        hub = await Hub.open(SqliteStore(db), ttl_sweep_interval=0)
         try:
             return await action(hub)
-        except AccordError as exc:
-            Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
-            return 2
         finally:
             await hub.close()
 
@@ -282,8 +287,14 @@ def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]]) -> int:
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
-    port: int = typer.Option(8700, "--port", help="TCP port."),
+    port: int = typer.Option(8700, "--port", min=0, max=65535, help="TCP port (0: any free one)."),
     data: Path = DATA_OPTION,
+    init: bool = typer.Option(
+        False,
+        "--init",
+        help="Create an empty store in --data if it holds none. Without it, serve refuses a directory "
+        "with no store (`accord orgs create NAME --data DIR` also makes one).",
+    ),
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
     ),
@@ -320,37 +331,47 @@ def serve(
         "closed with 4008.",
     ),
 ) -> None:
-    """Run the hub as a network server: REST under /v1, authenticated by API key."""
+    """Run the hub as a network server: REST under /v1, authenticated by API key.
+
+    The store in --data must exist (made by `accord orgs create NAME --data DIR`, or pass --init).
+    Startup checks the options, binds the port, then takes the store's lock; any failure there is
+    one line on stderr and creates nothing. "accord serve listening on URL" is logged once the port
+    accepts connections."""
     import logging
 
     import uvicorn
 
     from .server.app import app_for_data
     from .server.logs import LOG_FORMATS, LOG_LEVELS, log_config
+    from .store import SqliteStore
 
     if durability not in ("process", "power"):
-        Console(stderr=True).print("[red]error:[/red] --durability is 'process' or 'power'")
-        raise typer.Exit(2)
+        raise usage("--durability is 'process' or 'power'")
     fmt = log_format or ("text" if sys.stderr.isatty() else "json")
     if fmt not in LOG_FORMATS or log_level.lower() not in LOG_LEVELS:
-        levels = ", ".join(LOG_LEVELS)
-        Console(stderr=True).print(f"[red]error:[/red] --log-format is json or text; --log-level is {levels}")
-        raise typer.Exit(2)
+        raise usage(f"--log-format is json or text; --log-level is {', '.join(LOG_LEVELS)}")
     if dev and host not in ("127.0.0.1", "::1", "localhost"):
-        Console(stderr=True).print("[red]error:[/red] --dev is only allowed on a loopback host")
-        raise typer.Exit(2)
+        raise usage("--dev is only allowed on a loopback host")
     socket_budget, sockets_budget = int(socket_buffer_mib * (1 << 20)), int(sockets_buffer_mib * (1 << 20))
     if socket_budget < 1 or sockets_budget < 1:
-        Console(stderr=True).print("[red]error:[/red] --socket(s)-buffer-mib must be more than 0")
-        raise typer.Exit(2)
+        raise usage("--socket(s)-buffer-mib must be more than 0")
     from .agents.models.resolve import check_spec
 
     try:
         check_spec(model)
-    except AccordError as err:
-        Console(stderr=True).print(f"[red]error:[/red] --model: {err.message}")
-        raise typer.Exit(2) from None
-    data.mkdir(parents=True, exist_ok=True)
+    except AccordError as exc:
+        raise CliError(exc.code, f"--model: {exc.message}", status=2) from None
+    db = data / "accord.db" if init else require_store(data)
+    sock = _listen(host, port)  # before the store: a busy port fails with nothing created
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        # a store another process holds is refused here: store_locked, with the pid in its lock file
+        store = SqliteStore(db, durability=durability)  # type: ignore[arg-type]  # checked above
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     application = app_for_data(
         data,
         durability,
@@ -359,6 +380,7 @@ def serve(
         base_url=base_url,
         socket_budget=socket_budget,
         sockets_budget=sockets_budget,
+        store=store,
     )
     application.state.log_fields = {
         "data_dir": str(data.resolve()),
@@ -367,7 +389,7 @@ def serve(
         "port": port,
     }
     logging.captureWarnings(True)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -380,18 +402,44 @@ def serve(
         timeout_graceful_shutdown=10,
     )
 
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # the hub is open and the socket accepts connections
+                logging.getLogger("accord.server").info(
+                    "accord serve listening on %s", url, extra={"url": url}
+                )
 
-URL_OPTION = typer.Option(
-    "http://127.0.0.1:8700", "--url", envvar="ACCORD_URL", help="The server's base URL."
-)
-KEY_OPTION = typer.Option(..., "--key", envvar="ACCORD_API_KEY", help="An API key (or set ACCORD_API_KEY).")
+    server = Server(config)
+    server.run(sockets=[sock])  # uvicorn serves the socket bound above (it logs no address itself)
+    if not server.started:
+        raise typer.Exit(3)  # the app failed to start (uvicorn logged why), as uvicorn.run exits
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (as uvicorn binds one), or a one-line refusal."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                "address_in_use",
+                f"cannot listen on {where}: the port is in use",
+                hint="is another `accord serve` running? Stop it, or pick another --port",
+            ) from None
+        raise CliError("cannot_listen", f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _team_thread(ref: str) -> tuple[str, str]:
     team, sep, thread = ref.partition("/")
     if not sep or not team or not thread:
-        Console(stderr=True).print("[red]error:[/red] give the thread as TEAM_ID/THREAD_ID")
-        raise typer.Exit(2)
+        raise usage("give the thread as TEAM_ID/THREAD_ID")
     return team, thread
 
 
@@ -407,14 +455,8 @@ def post(
     from .client.rest import AccordClient
 
     team_id, thread_id = _team_thread(thread)
-    agent_id = as_id if as_id and as_id.startswith("agt_") else None
-    user_id = as_id if as_id and not as_id.startswith("agt_") else None
-    try:
-        with AccordClient(url, key) as client:
-            msg = client.post_message(team_id, thread_id, text, agent_id=agent_id, user_id=user_id)
-    except AccordError as exc:
-        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
-        raise typer.Exit(2) from None
+    with AccordClient(url, key) as client:
+        msg = post_as(client, team_id, thread_id, text, as_id)
     print(f"{msg.id} #{msg.seq}")
 
 
@@ -430,13 +472,7 @@ def tail(
     from .client.tail import tail_thread
 
     team_id, thread_id = _team_thread(thread)
-    try:
-        asyncio.run(tail_thread(url, key, team_id, thread_id, since=since, count=count))
-    except AccordError as exc:
-        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(tail_thread(url, key, team_id, thread_id, since=since, count=count))
 
 
 @app.command()
@@ -455,22 +491,17 @@ def worker(
     """Take your org's routine model turns from a remote hub (needs an org admin key).
 
     The hub still matches, caps, records and posts; this process runs the model, with its own keys."""
-    import os
-
     from .agents.models.resolve import Endpoint, ModelPool, check_spec
     from .routines.remote import RemoteWorker
 
     try:
         check_spec(model)
-        pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))
-        runner = RemoteWorker(url, key, pool, concurrency=concurrency)
-        Console(stderr=True).print(f"accord worker: taking routine turns from {url} with model {model}")
-        asyncio.run(runner.run())
     except AccordError as exc:
-        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        pass
+        raise CliError(exc.code, f"--model: {exc.message}", status=2) from None
+    pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))
+    runner = RemoteWorker(url, key, pool, concurrency=concurrency)
+    Console(stderr=True).print(f"accord worker: taking routine turns from {url} with model {model}")
+    asyncio.run(runner.run())
 
 
 @orgs_app.command("create")
@@ -492,7 +523,7 @@ def orgs_create(
             console.print(f"admin API key (shown once, keep it safe): [bold]{secret}[/bold]")
         return 0
 
-    raise typer.Exit(_with_hub(data, act))
+    raise typer.Exit(_with_hub(data, act, create=True))
 
 
 @orgs_app.command("list")
@@ -547,8 +578,7 @@ def keys_create(
 ) -> None:
     """Create an API key: org admin by default, or scoped to one agent or one person."""
     if agent and user:
-        Console(stderr=True).print("[red]error:[/red] a key is scoped to --agent or --user, not both")
-        raise typer.Exit(2)
+        raise usage("a key is scoped to --agent or --user, not both")
     scope: KeyScope = "agent" if agent else "user" if user else "admin"
 
     async def act(hub: Hub) -> int:
@@ -588,15 +618,12 @@ AGENT_KNOWLEDGE_OPTION = typer.Option(
 
 
 def _over_rest(url: str, key: str, action: Callable[[AccordClient], None]) -> None:
-    """Run ``action`` with a REST client; a refusal is one line on stderr and exit 2."""
+    """Run ``action`` with a REST client. A refusal (``AccordError``) or an unreachable server just
+    propagates: ``main`` prints it as one ``error (<code>): …`` line and exits 1."""
     from .client.rest import AccordClient
 
-    try:
-        with AccordClient(url, key) as client:
-            action(client)
-    except AccordError as exc:
-        Console(stderr=True).print(f"[red]error ({exc.code}):[/red] {exc.message}")
-        raise typer.Exit(2) from None
+    with AccordClient(url, key) as client:
+        action(client)
 
 
 @knowledge_app.command("add")
@@ -609,16 +636,13 @@ def knowledge_add(
     as_json: bool = typer.Option(False, "--json", help="Print the stored document as JSON."),
 ) -> None:
     """Add a document to your org's knowledge, or to one agent's with --agent."""
-    err = Console(stderr=True)
     try:
         raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
         content = raw.decode("utf-8")
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror or exc}")
-        raise typer.Exit(2) from None
+        raise CliError("io_error", f"cannot read {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        err.print(f"[red]error:[/red] {file} is not UTF-8 text")
-        raise typer.Exit(2) from None
+        raise CliError("invalid_input", f"{file} is not UTF-8 text") from None
     name = title if title is not None else ("stdin" if str(file) == "-" else file.name)
 
     def act(client: AccordClient) -> None:
@@ -746,8 +770,7 @@ def visas_narrow(
 ) -> None:
     """Change what a Visa grants, or when it expires; takes effect on the very next action."""
     if grants is None and expires_in is None:
-        Console(stderr=True).print("[red]error:[/red] give --grants and/or --expires-in")
-        raise typer.Exit(2)
+        raise usage("give --grants and/or --expires-in")
     kept = [g.strip() for g in grants.split(",") if g.strip()] if grants is not None else None
 
     def act(client: AccordClient) -> None:
@@ -791,8 +814,35 @@ def visas_revoke(
     _over_rest(url, key, act)
 
 
-def main() -> None:
-    app()
+app.add_typer(agents_app, name="agents")
+app.add_typer(users_app, name="users")
+app.add_typer(teams_app, name="teams")
+app.add_typer(threads_app, name="threads")
+app.add_typer(invites_app, name="invites")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: run the app; any failure is one ``error (<code>): <message>`` line on
+    stderr (``cli_errors.describe``) and exit 1 (a refusal) or 2 (a usage error); Ctrl-C exits 130
+    quietly. ``--debug`` (or ``ACCORD_DEBUG=1``) prints the traceback first."""
+    import traceback
+
+    from .cli_errors import INTERRUPTED, describe
+
+    try:
+        status = app(args=argv, standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        if exc.__class__.__name__ == "NoArgsIsHelpError":  # `accord keys`: the help is printed already
+            sys.exit(2)
+        code, message, exit_status = describe(exc)
+        if _debug or os.environ.get("ACCORD_DEBUG", "").lower() in ("1", "true", "yes"):
+            traceback.print_exception(exc)
+        sys.stdout.flush()
+        sys.stderr.write(f"error ({code}): {message}\n")
+        sys.exit(exit_status)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_demo_twice_on_the_same_data_dir(tmp_path: Path) -> None:
     # the second run started over: new channels, and the first run's are gone with its store
     assert set(channel_ids(first)).isdisjoint(channel_ids(second))
     gone = accord("replay", channel_ids(first)[0], "--data", data)
-    assert gone.code == 2 and "no channel" in gone.err
+    assert gone.code == 1 and "no channel" in gone.err
     # so every participant is registered once
     con = sqlite3.connect(data / "accord.db")
     try:
@@ -141,8 +141,8 @@ def test_replay_json_is_one_envelope_per_line(demo_data: tuple[Path, Run]) -> No
 def test_replay_of_an_unknown_channel(demo_data: tuple[Path, Run]) -> None:
     data, _ = demo_data
     run = accord("replay", "thr_unknown", "--data", data)
-    assert run.code == 2
-    assert "thr_unknown" in run.err and "no channel" in run.err
+    assert run.code == 1  # a refusal
+    assert run.err == f"error (not_found): no channel thr_unknown in {data}\n"
     assert "Traceback" not in run.err
 
 
@@ -197,8 +197,8 @@ def test_audit_verify_detects_an_edited_envelope(demo_data: tuple[Path, Run], tm
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path, command: tuple[str, ...]) -> None:
     missing = tmp_path / "no-such-dir"
     run = accord(*command, "--data", missing)
-    assert run.code == 2
-    assert "no Accord store" in run.err and str(missing) in " ".join(run.err.split())
+    assert run.code == 1
+    assert run.err.startswith(f"error (no_store): no Accord store in {missing} — create one with ")
     assert "Traceback" not in run.err
     assert not missing.exists()  # read-only commands do not create it
 
@@ -209,7 +209,7 @@ def test_a_file_that_is_not_an_accord_store_is_a_clear_error(tmp_path: Path, con
     data.mkdir()
     (data / "accord.db").write_bytes(content)
     run = accord("audit", "verify", "--data", data)
-    # exit 1 means "the chain is broken"; an unreadable store is a usage error like a missing one
-    assert run.code == 2, run.out + run.err
+    # a store that cannot be read is refused (exit 1) in one line, like a missing one
+    assert run.code == 1 and run.out == "" and run.err.count("\n") == 1, run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out
     assert "accord.db" in run.err

@@ -26,7 +26,11 @@ def test_orgs_create_json_then_keys_lifecycle(tmp_path: Path) -> None:
     org = first["org_id"]
 
     again = accord("orgs", "create", "Acme", "--data", data)
-    assert again.returncode == 2 and "name_taken" in again.stderr and "Traceback" not in again.stderr
+    assert (
+        again.returncode == 1
+        and again.stderr.startswith("error (name_taken): ")
+        and "Traceback" not in again.stderr
+    )
 
     created = accord("keys", "create", "--org", org, "--label", "ci", "--json", "--data", data)
     assert created.returncode == 0, created.stderr
@@ -58,12 +62,12 @@ def test_orgs_create_json_then_keys_lifecycle(tmp_path: Path) -> None:
 def test_keys_refusals_are_one_line_errors(tmp_path: Path) -> None:
     data = tmp_path / "d"
     org = json.loads(accord("orgs", "create", "Acme", "--json", "--data", data).stdout)["org_id"]
-    for args in (
-        ("keys", "list", "--org", "org_nope"),
-        ("keys", "create", "--org", org, "--agent", "agt_nope"),
-        ("keys", "create", "--org", org, "--agent", "a", "--user", "b"),
-        ("keys", "revoke", "key_nope", "--org", org),
+    for status, args in (
+        (1, ("keys", "list", "--org", "org_nope")),  # refusals: exit 1
+        (1, ("keys", "create", "--org", org, "--agent", "agt_nope")),
+        (2, ("keys", "create", "--org", org, "--agent", "a", "--user", "b")),  # a usage error: exit 2
+        (1, ("keys", "revoke", "key_nope", "--org", org)),
     ):
         run = accord(*args, "--data", data)
-        assert run.returncode == 2, (args, run.stdout, run.stderr)
-        assert "error" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert run.returncode == status, (args, run.stdout, run.stderr)
+        assert run.stderr.startswith("error (") and run.stderr.count("\n") == 1, run.stderr

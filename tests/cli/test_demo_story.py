@@ -160,7 +160,7 @@ def test_a_second_run_on_the_same_dir_starts_over(tmp_path: Path) -> None:
         assert text in second.flat
     assert "audit chain verified" in second.flat
     assert first.shared_thread != second.shared_thread
-    assert accord("replay", first.shared_thread, "--data", data).code == 2  # gone with the old store
+    assert accord("replay", first.shared_thread, "--data", data).code == 1  # gone with the old store
     con = sqlite3.connect(data / "accord.db")
     try:
         rows = con.execute("SELECT data FROM log WHERE stream = 'registry'").fetchall()
@@ -175,7 +175,7 @@ def test_a_store_the_demo_did_not_make_is_left_alone(tmp_path: Path) -> None:
     made = accord("orgs", "create", "Initrode", "--data", data)
     assert made.code == 0, made.err
     run = accord("demo", "--data", data)
-    assert run.code == 2 and "did not make" in " ".join(run.err.split()) and "--fresh" in run.err
+    assert run.code == 1 and "did not make" in " ".join(run.err.split()) and "--fresh" in run.err
     assert "Initrode" in accord("orgs", "list", "--data", data).out  # untouched
     forced = accord("demo", "--data", data, "--fresh")
     assert forced.code == 0, forced.out + forced.err

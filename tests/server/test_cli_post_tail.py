@@ -51,10 +51,14 @@ def test_post_then_tail_streams_history_and_live(tmp_path: Path) -> None:
             env=env,
             timeout=30,
         )
-        assert unknown.returncode == 2 and "not_found" in unknown.stderr and "Traceback" not in unknown.stderr
+        assert unknown.returncode == 1 and unknown.stderr.startswith("error (not_found): ")
+        assert unknown.stderr.count("\n") == 1
         bad_ref = subprocess.run(
             [str(ACCORD), "post", "nothread", "x"], capture_output=True, text=True, env=env, timeout=30
         )
-        assert bad_ref.returncode == 2 and "TEAM_ID/THREAD_ID" in bad_ref.stderr
+        assert (
+            bad_ref.returncode == 2
+            and bad_ref.stderr == "error (usage): give the thread as TEAM_ID/THREAD_ID\n"
+        )
     finally:
         server.stop()

@@ -223,17 +223,17 @@ def test_cli_add_list_search_delete(served, tmp_path: Path) -> None:  # type: ig
     assert accord("search", "failed invoice").stdout == ""
     assert accord("list").stdout == ""
     denied = accord("delete", doc_id)
-    assert denied.returncode == 2 and "not_found" in denied.stderr and "Traceback" not in denied.stderr
+    assert denied.returncode == 1 and "not_found" in denied.stderr and "Traceback" not in denied.stderr
 
     env["ACCORD_API_KEY"] = served[1]
     assert accord("delete", doc_id).returncode == 0
     missing = accord("add", str(tmp_path / "missing.txt"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 1 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     bad = accord("add", str(binary))
-    assert bad.returncode == 2 and "not UTF-8" in bad.stderr
+    assert bad.returncode == 1 and "not UTF-8" in bad.stderr
     huge = tmp_path / "huge.txt"
     huge.write_text("word " * 300_000, encoding="utf-8")  # 1.5 MB
     refused_big = accord("add", str(huge))
-    assert refused_big.returncode == 2 and "payload_too_large" in refused_big.stderr
+    assert refused_big.returncode == 1 and "payload_too_large" in refused_big.stderr

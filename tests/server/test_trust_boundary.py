@@ -359,10 +359,10 @@ def test_accord_visas_cli_lists_narrows_trims_and_revokes(served) -> None:  # ty
     trimmed = accord("remove-participant", visa.id, g2.id)
     assert trimmed.returncode == 0, trimmed.stderr
     bad = accord("narrow", visa.id, "--grants", "sudo")
-    assert bad.returncode == 2 and "invalid_input" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "invalid_input" in bad.stderr and "Traceback" not in bad.stderr
     env["ACCORD_API_KEY"] = globex_key  # the guest sees its Visa but governs nothing
     denied = accord("revoke", visa.id)
-    assert denied.returncode == 2 and "access_denied" in denied.stderr
+    assert denied.returncode == 1 and "access_denied" in denied.stderr
     env["ACCORD_API_KEY"] = acme_key
     assert accord("revoke", visa.id).returncode == 0
     with AccordClient(server.url, acme_key) as acme:
@@ -370,7 +370,7 @@ def test_accord_visas_cli_lists_narrows_trims_and_revokes(served) -> None:  # ty
         assert ended.status == "revoked" and [p.id for p in ended.removed] == [g2.id]
         assert [m.agent_id for m in acme.list_members(team.id).data] == []
     unknown = accord("revoke", "visa_01JZZZZZZZZZZZZZZZZZZZZZZZ")
-    assert unknown.returncode == 2 and "not_found" in unknown.stderr
+    assert unknown.returncode == 1 and "not_found" in unknown.stderr
 
 
 def _crockford(value: str) -> int:
