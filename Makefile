@@ -8,9 +8,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint typecheck unit bench bench-ws bench-slow-reader bench-routines bench-compare clean
 
 $(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) (once; later runs reuse it)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> upgrading pip"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo "==> installing Accord and its test tools into $(VENV) (a minute or two the first time)"
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -178,11 +178,14 @@ def bench(
 
 @app.command()
 def replay(
-    channel_id: str = typer.Argument(..., help="The channel (thread) id, e.g. thr_01J…"),
+    channel_id: str = typer.Argument(
+        ..., help="The channel (thread) id, e.g. thr_01J…, or TEAM_ID/THREAD_ID as post and tail take it."
+    ),
     data: Path = DATA_OPTION,
     as_json: bool = typer.Option(False, "--json", help="One JSON envelope per line instead of a table."),
 ) -> None:
     """Print a channel's write-ahead log, and the state a fresh fold of it gives."""
+    channel_id = channel_id.rsplit("/", 1)[-1]  # TEAM_ID/THREAD_ID: the thread is the channel
     from .protocol import adapters as _adapters  # noqa: F401  (register built-in adapters)
     from .protocol.channel import replay as fold_all
 

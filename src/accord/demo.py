@@ -270,5 +270,5 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
         f"({report.records} records). {result.seconds:.2f}s."
     )
     first = next(iter(result.channels.values()))
-    console.print(f"Replay any channel from its log: [bold]accord replay {first}[/bold]")
+    console.print(f"Replay any channel from its log: [bold].venv/bin/accord replay {first}[/bold]")
     return result

@@ -160,7 +160,7 @@ def footer(console: Console, result: StoryResult, data_dir: Path) -> None:
             console.print(f"  - {escape(problem)}")
     console.print(
         f"Durable in {data_dir / 'accord.db'}; {result.seconds:.2f}s. "
-        f"Replay the shared thread: [bold]accord replay {result.thread_id} --data {data_dir}[/bold]"
+        f"Replay the shared thread: [bold].venv/bin/accord replay {result.thread_id} --data {data_dir}[/bold]"
     )
     console.print(
         "The five channel shapes (consulting, conversation, discussion, workflow, thread): "

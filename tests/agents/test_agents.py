@@ -380,3 +380,22 @@ async def test_offline_agents_agree_across_instances() -> None:
     a1 = await Agent("same", config=OfflineConfig()).take_turn(USER)
     a2 = await Agent("same", config=OfflineConfig()).take_turn(USER)
     assert a1.text == a2.text
+
+
+async def test_tool_schema_survives_postponed_annotations_of_local_types() -> None:
+    """Under ``from __future__ import annotations`` a return type imported inside the enclosing
+    function cannot be resolved, and is not needed: the schema comes from the parameters; a parameter
+    whose type cannot be resolved either is taken as any value rather than failing."""
+    from _postponed_tools import handoff_tool, local_type_tool
+
+    from accord import Handoff
+
+    transfer = handoff_tool()
+    schema = transfer.spec.parameters
+    assert schema["properties"]["reason"]["type"] == "string" and schema["required"] == ["reason"]
+    assert schema["properties"]["times"]["type"] == "integer"
+    result = await transfer.invoke({"reason": "billing"})
+    assert isinstance(result, Handoff) and result.reason == "billing"
+    pack = local_type_tool()
+    assert pack.spec.parameters["properties"]["label"]["type"] == "string"
+    assert await pack.invoke({"box": {"size": 3}, "label": "fragile"}) == "fragile"

@@ -213,3 +213,11 @@ def test_a_file_that_is_not_an_accord_store_is_a_clear_error(tmp_path: Path, con
     assert run.code == 1 and run.out == "" and run.err.count("\n") == 1, run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out
     assert "accord.db" in run.err
+
+
+def test_replay_takes_team_slash_thread_as_post_and_tail_do(demo_data: tuple[Path, Run]) -> None:
+    data, demo = demo_data
+    cid = channel_ids(demo)[-1]
+    bare = accord("replay", cid, "--data", data, "--json")
+    both = accord("replay", f"team_01JZZZZZZZZZZZZZZZZZZZZZZZ/{cid}", "--data", data, "--json")
+    assert bare.code == both.code == 0 and bare.out == both.out != ""

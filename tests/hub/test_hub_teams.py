@@ -164,3 +164,16 @@ async def test_invite_codes_expire_are_revocable_and_limited(tmp_path: Path) -> 
     _, own = await hub.teams.create_invite(acme, team.team_id)
     await refused(hub.teams.join(acme, own, w["dana"].agent_id), "protocol_violation")
     await hub.close()
+
+
+async def test_an_org_has_one_open_team_per_name(tmp_path: Path) -> None:
+    """Two open teams of one org may not share a name (people and tables could not tell them
+    apart); another org may use it, and a closed team's name is free again."""
+    w = await two_companies(tmp_path, Clock())
+    hub: Hub = w["hub"]
+    first = await hub.teams.create(w["acme"], "acme-rollout")
+    await refused(hub.teams.create(w["acme"], " acme-rollout "), "name_taken")
+    await hub.teams.create(w["globex"], "acme-rollout")
+    await hub.teams.close(w["acme"], first.team_id)
+    await hub.teams.create(w["acme"], "acme-rollout")
+    await hub.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -23,7 +24,7 @@ class Tool:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = description or inspect.getdoc(fn) or ""
-        hints = get_type_hints(fn)
+        hints = _parameter_hints(fn)
         fields: dict[str, Any] = {}
         for pname, param in inspect.signature(fn).parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -68,6 +69,27 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name})"
+
+
+def _parameter_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters' types, one at a time and never the return type's.
+
+    Under ``from __future__ import annotations`` every annotation is a string resolved against the
+    function's module: a tool returning ``Handoff`` imported inside the function that defines it
+    cannot resolve its return annotation, and needs it for nothing (the schema describes arguments).
+    A parameter whose type cannot be resolved is taken as ``Any`` rather than failing the tool.
+    """
+    raw = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "return"}
+    target = inspect.unwrap(fn)
+    globalns = getattr(target, "__globals__", {})
+    hints: dict[str, Any] = {}
+    for pname, annotation in raw.items():
+        holder = SimpleNamespace(__annotations__={pname: annotation})
+        try:
+            hints[pname] = get_type_hints(holder, globalns=globalns)[pname]
+        except Exception:  # NameError for a type only the enclosing function knew, and the like
+            hints[pname] = Any
+    return hints
 
 
 def tool(

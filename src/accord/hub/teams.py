@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..model.cursors import parse_cursor
 from ..model.envelope import Envelope
-from ..model.errors import AccessDenied, AccordError, ChannelClosed, InvalidInput, NotFound, ProtocolViolation
+from ..model.errors import (
+    AccessDenied,
+    AccordError,
+    ChannelClosed,
+    InvalidInput,
+    NameTaken,
+    NotFound,
+    ProtocolViolation,
+)
 from ..model.events import (
     EV_CHANNEL_OPENED,
     EV_PARTICIPANT_ADDED,
@@ -193,6 +201,16 @@ class TeamService(HubService):
 
     async def _create(self, session: Session, name: str, description: str) -> Team:
         self._admin(session)
+        name = _text(name, "a team's name", _NAME_MAX, required=True)
+        # one open team per name in an org, so that people (and the CLI's tables) can tell them apart;
+        # a closed team's name is free again
+        if any(
+            t.org_id == session.org_id and t.status == "open" and t.name == name
+            for t in self.hub.registry.teams.values()
+        ):
+            raise NameTaken(
+                f"your organization already has an open team named {name!r}", details={"name": name}
+            )
         team = Team(
             team_id=new_id("team"),
             org_id=session.org_id,
