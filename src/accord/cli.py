@@ -422,7 +422,9 @@ def serve(
 def _listen(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (as uvicorn binds one), or a one-line refusal."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
+    # it every response waits ~40 ms for Nagle and delayed ACKs
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

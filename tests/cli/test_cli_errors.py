@@ -299,3 +299,31 @@ def test_ctrl_c_ends_tail_quietly_with_130(thread: tuple[str, str, str]) -> None
     tail.send_signal(signal.SIGINT)
     out, err = tail.communicate(timeout=30)
     assert (tail.returncode, out, err) == (130, "", "")
+
+
+async def test_the_socket_serve_listens_on_gets_tcp_nodelay_on_each_connection() -> None:
+    """``accord serve`` binds its socket itself: asyncio turns Nagle off only for sockets that say
+    they are TCP, and without that every response waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from accord.cli import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    nodelay: list[int] = []
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = writer.get_extra_info("socket")
+        nodelay.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=sock)
+    try:
+        port = sock.getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _reader.read()
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert nodelay == [1]

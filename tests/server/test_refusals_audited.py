@@ -108,7 +108,8 @@ def test_rest_refusals_are_audited_once_in_the_callers_org(served) -> None:  # t
 
 
 def test_a_burst_of_bad_requests_adds_a_bounded_number_of_records(served) -> None:  # type: ignore[no-untyped-def]
-    """1,000 bad requests: at most ``BURST + 1`` records for each second the burst touched (the hub's
+    """300 bad requests (the in-process test takes 1,000 under a fake clock): at most ``BURST + 1``
+    records for each second the burst touched (the hub's
     clock is the wall clock, read here around the burst), and every refusal is counted in them."""
     server, acme_key, globex_key = served
     a, g = client(server, acme_key), client(server, globex_key)
@@ -116,7 +117,7 @@ def test_a_burst_of_bad_requests_adds_a_bounded_number_of_records(served) -> Non
     path = f"/v1/teams/{team['id']}/threads"
     action = "POST /v1/teams/{team_id}/threads"
     start = time.time()
-    for _ in range(1000):
+    for _ in range(300):
         assert a.post(path, json={"title": ""}).status_code == 422
     end = time.time()
     seconds = int(end) - int(start) + 1
@@ -128,7 +129,7 @@ def test_a_burst_of_bad_requests_adds_a_bounded_number_of_records(served) -> Non
         records = flood()
         return sum(1 if r["type"] == "refusal" else int(r["data"]["count"]) for r in records)
 
-    wait_until(lambda: counted() == 1000, "the coalesced counts to be written")
+    wait_until(lambda: counted() == 300, "the coalesced counts to be written")
     records = flood()
     assert len(records) <= (BURST + 1) * seconds, (len(records), seconds)
     assert {r["type"] for r in records} == {"refusal", "refusals_coalesced"}
@@ -138,7 +139,7 @@ def test_a_burst_of_bad_requests_adds_a_bounded_number_of_records(served) -> Non
 
     server.stop()
     report = json.loads(cli("audit", "verify", "--data", server.data, "--json"))
-    assert report["ok"] and report["refusals"] >= 1000, report
+    assert report["ok"] and report["refusals"] >= 300, report
     server.start()
 
 

@@ -300,7 +300,7 @@ async def test_twenty_cuts_every_envelope_once_in_order(served) -> None:  # type
         # no credit leaked across 20 reconnects: with the consumer's handler held, the hub accepts
         # exactly cap + 1 more sends (cap in the link's inbox, one in the dispatcher's hand)
         gate.clear()
-        extra = await fill(channel.send, "extra")
+        extra = await fill(channel.send, "extra", _landed(consumer_hc, cid))
         assert extra == cap + 1
         gate.set()
         await channel.close()
