@@ -151,11 +151,13 @@ class Reading(Identities):
                 key_id=session.key_id,
             )
             raise
-        await self.require_visible(session, channel_id)
+        # visibility is asked for what exists now: anything stamped after it waits for the next page,
+        # which asks again (the reads below await, and authority may go meanwhile)
+        end = (await self.require_visible(session, channel_id)).last_seq
         out: list[Envelope] = []
         cursor = after_seq
-        while len(out) < limit:
-            batch = await self.store.read(channel_id, after_seq=cursor, limit=limit * 2)
+        while len(out) < limit and cursor < end:
+            batch = await self.store.read(channel_id, after_seq=cursor, limit=min(limit * 2, end - cursor))
             if not batch:
                 return out, 0
             for env in batch:

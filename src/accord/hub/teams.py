@@ -165,8 +165,11 @@ class TeamService(HubService):
             self._thread(session, team_id, channel_id)
             # the team is visible; the thread itself must be too (a scoped key sees only threads
             # its subject takes part in now)
-            if not self.hub.sees(session, (await self.hub._channel(channel_id)).state):
+            state = (await self.hub._channel(channel_id)).state
+            if not self.hub.sees(session, state):
                 raise NotFound(f"unknown thread {channel_id!r}")
+            # asked for what exists now: what is stamped later waits for the next page (asked again)
+            end = state.last_seq
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
@@ -181,8 +184,10 @@ class TeamService(HubService):
             raise
         out: list[Envelope] = []
         cursor = after_seq
-        while len(out) < limit:
-            batch = await self.hub.store.read(channel_id, after_seq=cursor, limit=limit * 2)
+        while len(out) < limit and cursor < end:
+            batch = await self.hub.store.read(
+                channel_id, after_seq=cursor, limit=min(limit * 2, end - cursor)
+            )
             if not batch:
                 return out, 0
             for env in batch:
