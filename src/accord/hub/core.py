@@ -698,6 +698,27 @@ class HubCore:
         )
         await self._append_audit(recs)
 
+    async def refuse_for(
+        self,
+        session: Session,
+        err: AccordError,
+        action: str,
+        *,
+        actor: str | None = None,
+        channel_id: str | None = None,
+    ) -> None:
+        """``_refuse`` for one session's call — the usual case: the record is tagged with the
+        session's org and key (so floods are bounded per key), the actor is the session unless a
+        participant it acted as is named."""
+        await self._refuse(
+            err,
+            actor=actor if actor is not None else session.session_id,
+            action=action,
+            channel_id=channel_id,
+            org_id=session.org_id,
+            key_id=session.key_id,
+        )
+
     async def audit_refusal(self, session: Session, err: AccordError, action: str) -> None:
         """Audit a refusal a transport made on its own (request validation, an unknown route or
         topic, a malformed frame) for ``session``, unless the hub already did (``err.audited``).

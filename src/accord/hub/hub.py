@@ -263,14 +263,7 @@ class Hub(Reading):
                 auto_accept=auto_accept,
             )
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=initiator,
-                action="open",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "open", actor=initiator)
             raise
         cid = new_id("thr")
         now = self.clock()
@@ -325,14 +318,7 @@ class Hub(Reading):
                     f"unknown participant {participant_id!r}", details={"target": participant_id}
                 )
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action=event_type,
-                channel_id=channel_id,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, event_type, channel_id=channel_id)
             raise
         return await self._set_participant(ch, participant_id, event_type)
 
@@ -373,14 +359,7 @@ class Hub(Reading):
             ch = self._channels.get(proposal.channel_id) or await self._channel(proposal.channel_id)
             self._channels.move_to_end(proposal.channel_id)
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=str(proposal.sender_id),
-                action="send",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "send", actor=str(proposal.sender_id))
             raise
         state = ch.state
         try:
@@ -395,13 +374,8 @@ class Hub(Reading):
             if state.team_id is not None:
                 self._require_grant(state.team_id, proposal.sender_id, "post")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=proposal.sender_id,
-                action=proposal.event_type,
-                channel_id=state.channel_id,
-                org_id=session.org_id,
-                key_id=session.key_id,
+            await self.refuse_for(
+                session, err, proposal.event_type, actor=proposal.sender_id, channel_id=state.channel_id
             )
             raise
         key = (proposal.sender_id, proposal.client_msg_id) if proposal.client_msg_id is not None else None
@@ -429,13 +403,8 @@ class Hub(Reading):
             self._check_inboxes(ch, env)
             self.rules.take_token(proposal.sender_id, now, proposal.event_type)  # last: a refusal is free
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=proposal.sender_id,
-                action=proposal.event_type,
-                channel_id=state.channel_id,
-                org_id=session.org_id,
-                key_id=session.key_id,
+            await self.refuse_for(
+                session, err, proposal.event_type, actor=proposal.sender_id, channel_id=state.channel_id
             )
             raise
         if key is None:
@@ -538,14 +507,7 @@ class Hub(Reading):
                 if team is None or team.org_id != actor_org:
                     raise AccessDenied("a team's threads are closed by the team's own organization")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=actor,
-                action="close",
-                channel_id=channel_id,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "close", actor=actor, channel_id=channel_id)
             raise
         if not state.is_open:
             return

@@ -178,14 +178,7 @@ class Identities(HubCore):
             for arb in self.arbiters:
                 arb.check_register(passport)
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action="register",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "register")
             raise
         passport.agent_id = new_id("usr" if passport.kind == "human" else "agt")
         resume = resume or Resume()
@@ -286,14 +279,7 @@ class Identities(HubCore):
             if not (session.may_administer or session.subject == agent_id):
                 raise AccessDenied("reading a participant's rule needs an org admin key or its own key")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action="rule.read",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "rule.read")
             raise
         return member.rule
 
@@ -306,14 +292,7 @@ class Identities(HubCore):
             if not session.may_administer:
                 raise AccessDenied("changing a participant's rule needs an org admin key")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action="rule.set",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "rule.set")
             raise
         await self.set_rule(agent_id, rule)
 

@@ -54,14 +54,7 @@ class Reading(Identities):
             if not self.sees(session, ch.state):
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action=action,
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, action)
             raise
         return ch.state
 
@@ -117,14 +110,7 @@ class Reading(Identities):
             if not (self.sees(session, ch.state) and self.participant_sees(participant_id, ch.state)):
                 raise NotFound(f"unknown channel {channel_id}")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=participant_id,
-                action="read",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "read", actor=participant_id)
             raise
         envs = await self.store.read_last(channel_id, last)
         impl = get_adapter(ch.state.adapter)
@@ -142,14 +128,7 @@ class Reading(Identities):
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action="read",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "read")
             raise
         # visibility is asked for what exists now: anything stamped after it waits for the next page,
         # which asks again (the reads below await, and authority may go meanwhile)
@@ -184,13 +163,6 @@ class Reading(Identities):
             if not isinstance(limit, int) or not 0 < limit <= 1000:
                 raise InvalidInput("limit must be an integer from 1 to 1000")
         except AccordError as err:
-            await self._refuse(
-                err,
-                actor=session.session_id,
-                action="audit.read",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.refuse_for(session, err, "audit.read")
             raise
         return await read_org(self.store, session.org_id, after_seq=after_seq, limit=limit)

@@ -26,12 +26,5 @@ class HubService:
         try:
             return await coro
         except AccordError as err:
-            await self.hub._refuse(
-                err,
-                actor=session.session_id,
-                action=action,
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.hub.refuse_for(session, err, action)
             raise

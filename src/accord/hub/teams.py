@@ -173,14 +173,7 @@ class TeamService(HubService):
             if not isinstance(limit, int) or not 0 < limit <= 500:
                 raise InvalidInput("limit must be an integer from 1 to 500")
         except AccordError as err:
-            await self.hub._refuse(
-                err,
-                actor=session.session_id,
-                action="read",
-                channel_id=None,
-                org_id=session.org_id,
-                key_id=session.key_id,
-            )
+            await self.hub.refuse_for(session, err, "read")
             raise
         out: list[Envelope] = []
         cursor = after_seq
