@@ -90,6 +90,15 @@ def _text(value: object, what: str, limit: int, *, required: bool) -> str:
     return value.strip() if required else value
 
 
+def _not_barred(visa: Visa, member_id: str, name: str) -> None:
+    """A guest participant the host took out of the team stays out for the life of this Visa."""
+    if member_id in visa.removed:
+        raise AccessDenied(
+            f"the team's host removed {name!r}: it cannot be brought back under this Visa",
+            details={"participant": member_id},
+        )
+
+
 class TeamService(HubService):
     """``hub.teams``: every operation takes the acting session and is audited when refused."""
 
@@ -244,12 +253,7 @@ class TeamService(HubService):
             visa = registry.visa_of(team.team_id, org_id)
             if visa is None or not visa.valid(self.hub.clock()):
                 raise NotFound(f"unknown team {team.team_id!r}")
-            if member_id in visa.removed:
-                raise AccessDenied(
-                    f"the team's host removed {member.passport.name!r}: it cannot be brought back under "
-                    "this Visa",
-                    details={"participant": member_id},
-                )
+            _not_barred(visa, member_id, member.passport.name)
         existing = registry.team_members.get(team.team_id, {}).get(member_id)
         if existing is not None:
             return registry.memberships[existing]
@@ -461,12 +465,8 @@ class TeamService(HubService):
                 new_id("visa"), team.team_id, session.org_id, invite.invite_id, now, invite.grants, expires
             )
             events.append((RG_VISA_GRANTED, visa.to_dict()))
-        elif member_id in held.removed:
-            raise AccessDenied(
-                f"the team's host removed {member.passport.name!r}: it cannot be brought back under "
-                "this Visa",
-                details={"participant": member_id},
-            )
+        else:
+            _not_barred(held, member_id, member.passport.name)
         await self.hub._registry_write(events)
         return await self._admit(session.org_id, team, member_id, role)
 

@@ -252,9 +252,6 @@ class Visa:
     def valid(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
-    def allows(self, grant: str, now: float) -> bool:
-        return self.valid(now) and grant in self.grants
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["grants"] = list(self.grants)
