@@ -44,7 +44,9 @@ async def tail_thread(
         while True:
             try:
                 headers = {"Authorization": f"Bearer {key}"}
-                async with websockets.connect(ws_url, additional_headers=headers) as ws:
+                # close_timeout: on Ctrl-C (or any exit) wait at most a second for the server's close
+                # frame, not websockets' default ten — a person stopping a tail wants it gone now
+                async with websockets.connect(ws_url, additional_headers=headers, close_timeout=1) as ws:
                     await ws.send(
                         orjson.dumps(
                             ["1", "1", f"channel:{thread_id}", "phx_join", {"after_seq": last}]
