@@ -477,7 +477,32 @@ def tail(
     from .client.tail import tail_thread
 
     team_id, thread_id = _team_thread(thread)
-    asyncio.run(tail_thread(url, key, team_id, thread_id, since=since, count=count))
+    _interruptible(tail_thread(url, key, team_id, thread_id, since=since, count=count))
+
+
+def _interruptible(coro: Any) -> Any:
+    """``asyncio.run`` for a command that follows something until Ctrl-C: the first Ctrl-C cancels it
+    (a clean exit, 130), and if the clean-up is stuck — a close handshake with a server that no longer
+    answers — the process ends anyway two seconds later. A person's Ctrl-C is never lost."""
+    import os
+    import signal
+    import threading
+
+    def hard_exit() -> None:
+        os._exit(130)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+        timer = threading.Timer(2.0, hard_exit)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return asyncio.run(coro)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
