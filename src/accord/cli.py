@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +17,16 @@ import typer
 from rich.console import Console
 
 from .cli_common import KEY_OPTION, URL_OPTION, post_as
-from .cli_errors import CliError, require_store, usage
+from .cli_errors import CliError, usage
 from .cli_network import agents_app, invites_app, teams_app, threads_app, users_app
+from .cli_store import STORE_OPTION, open_existing, require_store, store_url, with_hub
 from .model.errors import AccordError, NotFound
 from .model.records import KeyScope
 
 if TYPE_CHECKING:
     from .client.rest import AccordClient
     from .hub import Hub
-    from .store import SqliteStore
+    from .store import StoreURL
 
 app = typer.Typer(
     help="Accord: a self-hostable agent network with durable shared threads.",
@@ -54,17 +55,6 @@ def _root(
 
 
 DATA_OPTION = typer.Option(Path("accord-data"), "--data", help="Data directory holding accord.db.")
-
-
-def _open_readonly(data: Path) -> SqliteStore:
-    """Open the store for reading (no lock, nothing created); ``no_store`` if there is none."""
-    from .store import SqliteStore
-
-    db = require_store(data)
-    try:
-        return SqliteStore.open_readonly(db)
-    except AccordError as exc:
-        raise CliError(exc.code, f"cannot read {db}: {exc.message}") from None
 
 
 DEMO_HELP = "\n\n".join(
@@ -181,20 +171,22 @@ def replay(
     channel_id: str = typer.Argument(
         ..., help="The channel (thread) id, e.g. thr_01J…, or TEAM_ID/THREAD_ID as post and tail take it."
     ),
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="One JSON envelope per line instead of a table."),
 ) -> None:
     """Print a channel's write-ahead log, and the state a fresh fold of it gives."""
     channel_id = channel_id.rsplit("/", 1)[-1]  # TEAM_ID/THREAD_ID: the thread is the channel
+    spec = store_url(store)
     from .protocol import adapters as _adapters  # noqa: F401  (register built-in adapters)
     from .protocol.channel import replay as fold_all
 
     async def run() -> int:
-        store = _open_readonly(data)
+        log = await open_existing(spec, readonly=True)
         try:
-            envs = await store.read(channel_id)
+            envs = await log.read(channel_id)
             if not envs:
-                raise CliError("not_found", f"no channel {channel_id} in {data}")
+                where = spec.data_dir if spec.scheme == "sqlite" else spec.text
+                raise CliError("not_found", f"no channel {channel_id} in {where}")
             if as_json:
                 for env in envs:
                     sys.stdout.write(env.encoded().decode() + "\n")
@@ -203,7 +195,7 @@ def replay(
 
             registry = {
                 e.event_data["passport"]["agent_id"]: e.event_data["passport"]["name"]
-                for e in await store.read("registry")
+                for e in await log.read("registry")
                 if e.event_type == "passport.registered"
             }
             console = Console()
@@ -216,25 +208,27 @@ def replay(
             )
             return 0
         finally:
-            await store.close()
+            await log.close()
 
     raise typer.Exit(asyncio.run(run()))
 
 
 @audit_app.command("verify")
 def audit_verify(
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Re-hash the audit chain and every envelope it covers; exit 1 if anything was altered."""
     from .hub.audit import verify_store
 
+    spec = store_url(store)
+
     async def run() -> int:
-        store = _open_readonly(data)
+        log = await open_existing(spec, readonly=True)
         try:
-            report = await verify_store(store)
+            report = await verify_store(log)
         finally:
-            await store.close()
+            await log.close()
         if as_json:
             print(
                 json.dumps(
@@ -265,38 +259,16 @@ def audit_verify(
     raise typer.Exit(asyncio.run(run()))
 
 
-def _with_hub(data: Path, action: Callable[[Hub], Awaitable[int]], *, create: bool = False) -> int:
-    """Open the hub on the data directory's store (taking its lock), run ``action``, close.
-
-    Used by commands that write the registry before (or without) a running server; while a server
-    holds the store they fail with a clear ``store_locked`` message instead of racing it. Only with
-    ``create`` (``accord orgs create``) is a missing store made; otherwise it is ``no_store``.
-    """
-    from .hub import Hub
-    from .store import SqliteStore
-
-    db = data / "accord.db" if create else require_store(data)
-
-    async def run() -> int:
-        hub = await Hub.open(SqliteStore(db), ttl_sweep_interval=0)
-        try:
-            return await action(hub)
-        finally:
-            await hub.close()
-
-    return asyncio.run(run())
-
-
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8700, "--port", min=0, max=65535, help="TCP port (0: any free one)."),
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     init: bool = typer.Option(
         False,
         "--init",
-        help="Create an empty store in --data if it holds none. Without it, serve refuses a directory "
-        "with no store (`accord orgs create NAME --data DIR` also makes one).",
+        help="Create an empty store (a data directory, or the JetStream stream) if there is none. "
+        "Without it, serve refuses a store that does not exist (`accord orgs create NAME` also makes one).",
     ),
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
@@ -336,17 +308,17 @@ def serve(
 ) -> None:
     """Run the hub as a network server: REST under /v1, authenticated by API key.
 
-    The store in --data must exist (made by `accord orgs create NAME --data DIR`, or pass --init).
-    Startup checks the options, binds the port, then takes the store's lock; any failure there is
-    one line on stderr and creates nothing. "accord serve listening on URL" is logged once the port
-    accepts connections."""
+    The store must exist (made by `accord orgs create NAME --store URL`, or pass --init). Startup
+    checks the options and the store (a JetStream store is connected to once), binds the port, then
+    takes a SQLite store's lock; any failure there is one line on stderr and creates nothing.
+    "accord serve listening on URL" is logged once the port accepts connections."""
     import logging
 
     import uvicorn
 
-    from .server.app import app_for_data
+    from .server.app import app_for_store
     from .server.logs import LOG_FORMATS, LOG_LEVELS, log_config
-    from .store import SqliteStore
+    from .store import LogStore, SqliteStore
 
     if durability not in ("process", "power"):
         raise usage("--durability is 'process' or 'power'")
@@ -364,29 +336,39 @@ def serve(
         check_spec(model)
     except AccordError as exc:
         raise CliError(exc.code, f"--model: {exc.message}", status=2) from None
-    db = data / "accord.db" if init else require_store(data)
+    spec = store_url(store)
+    if not init:
+        require_store(spec)
+    if spec.scheme == "nats":
+        # reachable, and the stream there (or made, with --init), before a port is bound; the hub
+        # connects again inside the server's own event loop
+        asyncio.run(_check_networked(spec, create=init))
     sock = _listen(host, port)  # before the store: a busy port fails with nothing created
+    opened: LogStore | None = None
     try:
-        data.mkdir(parents=True, exist_ok=True)
-        # a store another process holds is refused here: store_locked, with the pid in its lock file
-        store = SqliteStore(db, durability=durability)  # type: ignore[arg-type]  # checked above
+        if spec.scheme == "sqlite":
+            assert spec.path is not None
+            spec.path.parent.mkdir(parents=True, exist_ok=True)
+            # a store another process holds is refused here: store_locked, with the pid in its lock file
+            opened = SqliteStore(spec.path, durability=durability)  # type: ignore[arg-type]  # checked above
     except BaseException:
         sock.close()
         raise
     port = sock.getsockname()[1]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    application = app_for_data(
-        data,
+    application = app_for_store(
+        spec,
         durability,
         dev=dev,
         model=model,
         base_url=base_url,
         socket_budget=socket_budget,
         sockets_budget=sockets_budget,
-        store=store,
+        store=opened,
     )
     application.state.log_fields = {
-        "data_dir": str(data.resolve()),
+        "store": str(spec),
+        **({"data_dir": str(spec.data_dir.resolve())} if spec.data_dir is not None else {}),
         "durability": durability,
         "host": host,
         "port": port,
@@ -417,6 +399,12 @@ def serve(
     server.run(sockets=[sock])  # uvicorn serves the socket bound above (it logs no address itself)
     if not server.started:
         raise typer.Exit(3)  # the app failed to start (uvicorn logged why), as uvicorn.run exits
+
+
+async def _check_networked(spec: StoreURL, *, create: bool) -> None:
+    """Connect to a networked store once and let go: unreachable or missing is one line, now."""
+    store = await open_existing(spec, create=create)
+    await store.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -537,11 +525,11 @@ def worker(
 @orgs_app.command("create")
 def orgs_create(
     name: str = typer.Argument(..., help="The organization's display name (unique on this hub)."),
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help='Print {"org_id", "api_key"} on one line.'),
 ) -> None:
     """Create an organization and print its first admin API key — once; it is stored only as a hash."""
-    data.mkdir(parents=True, exist_ok=True)
+    spec = store_url(store)
 
     async def act(hub: Hub) -> int:
         org, secret = await hub.create_org(name)
@@ -553,11 +541,11 @@ def orgs_create(
             console.print(f"admin API key (shown once, keep it safe): [bold]{secret}[/bold]")
         return 0
 
-    raise typer.Exit(_with_hub(data, act, create=True))
+    raise typer.Exit(with_hub(spec, act, create=True))
 
 
 @orgs_app.command("list")
-def orgs_list(data: Path = DATA_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
+def orgs_list(store: str = STORE_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the organizations on this hub."""
 
     async def act(hub: Hub) -> int:
@@ -569,7 +557,7 @@ def orgs_list(data: Path = DATA_OPTION, as_json: bool = typer.Option(False, "--j
                 print(f"{org.org_id}  {org.name}")
         return 0
 
-    raise typer.Exit(_with_hub(data, act))
+    raise typer.Exit(with_hub(store_url(store), act))
 
 
 ORG_OPTION = typer.Option(..., "--org", help="The organization id (org_…).")
@@ -577,7 +565,7 @@ ORG_OPTION = typer.Option(..., "--org", help="The organization id (org_…).")
 
 @keys_app.command("list")
 def keys_list(
-    org: str = ORG_OPTION, data: Path = DATA_OPTION, as_json: bool = typer.Option(False, "--json")
+    org: str = ORG_OPTION, store: str = STORE_OPTION, as_json: bool = typer.Option(False, "--json")
 ) -> None:
     """List an organization's keys (never their secrets)."""
 
@@ -594,7 +582,7 @@ def keys_list(
                 print(f"{k.key_id}  {k.hint}…  {k.scope}{who}  {state}  {k.label}")
         return 0
 
-    raise typer.Exit(_with_hub(data, act))
+    raise typer.Exit(with_hub(store_url(store), act))
 
 
 @keys_app.command("create")
@@ -603,7 +591,7 @@ def keys_create(
     agent: str | None = typer.Option(None, "--agent", help="Scope the key to one agent (agt_…)."),
     user: str | None = typer.Option(None, "--user", help="Scope the key to one person (usr_…)."),
     label: str = typer.Option("", "--label", help="A note to tell keys apart."),
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help='Print {"key_id", "api_key"} on one line.'),
 ) -> None:
     """Create an API key: org admin by default, or scoped to one agent or one person."""
@@ -619,14 +607,14 @@ def keys_create(
             print(f"created {scope} key {key.key_id}; secret (shown once): {secret}")
         return 0
 
-    raise typer.Exit(_with_hub(data, act))
+    raise typer.Exit(with_hub(store_url(store), act))
 
 
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: str = typer.Argument(..., help="The key id (key_…)."),
     org: str = ORG_OPTION,
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
 ) -> None:
     """Revoke a key at once: every request made with it is refused from now on."""
 
@@ -635,7 +623,7 @@ def keys_revoke(
         print(f"revoked {key_id}")
         return 0
 
-    raise typer.Exit(_with_hub(data, act))
+    raise typer.Exit(with_hub(store_url(store), act))
 
 
 knowledge_app = typer.Typer(

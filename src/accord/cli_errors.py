@@ -11,7 +11,6 @@ naming the pid recorded in the lock file), an ``OSError`` (``io_error``), and an
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 #: exit statuses
@@ -34,19 +33,6 @@ class CliError(Exception):
 def usage(message: str, *, hint: str | None = None) -> CliError:
     """A usage error (exit 2): the command line itself is wrong, nothing was looked at or changed."""
     return CliError("usage", message, hint=hint, status=USAGE)
-
-
-def no_store(data: Path) -> CliError:
-    create = f"`accord orgs create NAME --data {data}` or `accord serve --init --data {data}`"
-    return CliError("no_store", f"no Accord store in {data}", hint=f"create one with {create}")
-
-
-def require_store(data: Path) -> Path:
-    """``data/accord.db``, or :func:`no_store` if there is none (nothing is created)."""
-    db = data / "accord.db"
-    if not db.is_file():
-        raise no_store(data)
-    return db
 
 
 def _server_of(exc: Any) -> str:
@@ -120,4 +106,4 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 
-__all__ = ["INTERRUPTED", "REFUSED", "USAGE", "CliError", "describe", "no_store", "require_store", "usage"]
+__all__ = ["INTERRUPTED", "REFUSED", "USAGE", "CliError", "describe", "usage"]

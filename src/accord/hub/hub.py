@@ -71,7 +71,7 @@ from ..protocol.expectations import due, next_deadline
 from ..protocol.registry import REGISTRY_STREAM, RG_CHANNEL_CLOSED, RegistryState, fold_registry
 from ..protocol.visibility import Principal, guest_covered, guest_may, sees_channel
 from ..store.base import LogStore
-from ..store.knowledge import KnowledgeStore, knowledge_beside
+from ..store.knowledge import KnowledgeStore
 from .audit import AUDIT_STREAM, AuditChain
 from .core import _DEDUP_PER_CHANNEL, DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_PAYLOAD, RECENTLY_CLOSED, _Channel
 from .governance import HubArbiter, HubListener
@@ -123,10 +123,12 @@ class Hub(Reading):
         max_loaded_channels: int = 50_000,
         knowledge: KnowledgeStore | None = None,
     ) -> Hub:
-        """Open a hub on ``store`` (a LogStore, a SQLite path, ``"memory"``, or None for memory).
+        """Open a hub on ``store``: a LogStore, a store URL (``sqlite:///DIR``, a path, ``memory://``,
+        ``nats://HOST:PORT``; see ``accord.store.url``), or None for memory.
 
-        ``knowledge`` is where ``hub.knowledge`` keeps documents; by default ``knowledge.db`` beside a
-        SQLite store's file, else in memory. The hub closes it with the store.
+        ``knowledge`` is where ``hub.knowledge`` keeps documents; by default the store's own
+        (``store.knowledge()``: ``knowledge.db`` beside a SQLite file, JetStream for NATS, else in
+        memory). The hub closes it with the store.
 
         Restart is this same call: the registry and audit chain are folded from the newest snapshot
         plus the tail; channels are folded lazily on first use. ``ttl_sweep_interval=0`` disables the
@@ -139,6 +141,7 @@ class Hub(Reading):
             store = "memory"
         if not isinstance(store, LogStore):
             store = open_store(store)
+        await store.open()
         hub = cls(
             store,
             clock=clock or time.time,
@@ -148,7 +151,7 @@ class Hub(Reading):
             default_ack_timeout=default_ack_timeout,
             max_loaded_channels=max_loaded_channels,
         )
-        hub.knowledge.use(knowledge if knowledge is not None else knowledge_beside(store))
+        hub.knowledge.use(knowledge if knowledge is not None else store.knowledge())
         hub.arbiters.extend(arbiters)
         hub.listeners.extend(listeners)
         await hub._recover()

@@ -188,6 +188,14 @@ class StoreError(AccordError):
     retryable = True
 
 
+class NoStore(StoreError):
+    """The store a command names does not exist (and the command does not create one)."""
+
+    code = "no_store"
+    http_status = 503
+    retryable = False
+
+
 class HubClosed(AccordError):
     code = "hub_closed"
     http_status = 503

@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..hub import Hub
 from ..model.errors import PayloadTooLarge
 from ..routines.worker import RoutineWorker
-from ..store import SqliteStore
+from ..store import LogStore, StoreURL, open_store
 from . import errors, logs, refusals
 from .errors import ORJSONResponse
 from .socket import DEFAULT_SOCKET_BUDGET, DEFAULT_SOCKETS_BUDGET, SendBudget
@@ -195,8 +194,8 @@ def create_app(
     return app
 
 
-def app_for_data(
-    data: Path,
+def app_for_store(
+    spec: StoreURL | str,
     durability: str = "process",
     *,
     dev: bool = False,
@@ -204,20 +203,23 @@ def app_for_data(
     base_url: str | None = None,
     socket_budget: int = DEFAULT_SOCKET_BUDGET,
     sockets_budget: int = DEFAULT_SOCKETS_BUDGET,
-    store: SqliteStore | None = None,
+    store: LogStore | None = None,
 ) -> FastAPI:
-    """The app ``accord serve`` runs: a hub on ``data/accord.db``, routines answering with ``model``
-    (an agent's own ``model`` spec wins). The provider key comes from ``ACCORD_MODEL_API_KEY`` or the
-    SDK's own variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) — never from the command line.
+    """The app ``accord serve`` runs: a hub on the store ``spec`` names (a URL or a data directory),
+    routines answering with ``model`` (an agent's own ``model`` spec wins). The provider key comes
+    from ``ACCORD_MODEL_API_KEY`` or the SDK's own variable (``OPENAI_API_KEY``,
+    ``ANTHROPIC_API_KEY``) — never from the command line.
 
-    ``store``: that file already opened (and locked) by the caller, as ``accord serve`` does so that a
-    locked store is refused before the server starts; the hub opened on it closes it as usual."""
+    ``store``: that store already opened (and, for SQLite, locked) by the caller, as ``accord serve``
+    does so that a locked store is refused before the server starts; the hub opened on it closes it
+    as usual. Otherwise the store is opened inside the server's event loop, at startup (a JetStream
+    connection belongs to the loop that made it)."""
     from ..agents.models.resolve import Endpoint, ModelPool
 
     async def open_hub() -> Hub:
         if store is not None:
             return await Hub.open(store)
-        return await Hub.open(SqliteStore(data / "accord.db", durability=durability))  # type: ignore[arg-type]
+        return await Hub.open(open_store(spec, durability=durability))  # type: ignore[arg-type]
 
     app = create_app(open_hub=open_hub, dev=dev, socket_budget=socket_budget, sockets_budget=sockets_budget)
     pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))

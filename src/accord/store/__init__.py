@@ -1,35 +1,19 @@
-"""Durable logs behind one interface (DESIGN §4): memory for tests, sqlite as the embedded default.
+"""Durable logs behind one interface (DESIGN §4), opened by URL (``store/url.py``).
 
-``open_store`` turns a configuration string into a store, so the CLI and examples share one rule:
-``"memory"`` is the throwaway in-process store, anything else is a path to a SQLite file.
+``sqlite://`` is the embedded default, ``memory://`` the throwaway in-process store, ``nats://`` JetStream
+for several hub nodes. Every backend implements ``LogStore`` (``store/base.py``) and passes the one
+contract suite in ``tests/store/``.
 """
 
 from __future__ import annotations
 
-import os
-
-from .base import Durability, LogStore
-from .memory import MemoryStore, StoreStats
+from .base import Durability, LogStore, StoreStats
+from .memory import MemoryStore
 from .sqlite import SqliteStore
+from .url import StoreURL, open_store, parse_store_url
 
 #: the seeds' examples import ``MemoryKnowledgeStore``; it is our memory store under their name
 MemoryKnowledgeStore = MemoryStore
-
-_MEMORY_NAMES = frozenset({"memory", "memory:", "memory://", ":memory:"})
-
-
-def open_store(url_or_path: str | os.PathLike[str], durability: Durability = "process") -> LogStore:
-    """``"memory"`` → ``MemoryStore()``; ``"sqlite:///abs/path.db"``, ``"sqlite:rel.db"`` or a plain
-    path → ``SqliteStore(path, durability)``."""
-    if isinstance(url_or_path, str):
-        if url_or_path.strip().lower() in _MEMORY_NAMES:
-            return MemoryStore()
-        for scheme in ("sqlite://", "sqlite:"):
-            if url_or_path.startswith(scheme):
-                url_or_path = url_or_path[len(scheme) :]
-                break
-    return SqliteStore(url_or_path, durability=durability)
-
 
 __all__ = [
     "Durability",
@@ -38,5 +22,7 @@ __all__ = [
     "MemoryStore",
     "SqliteStore",
     "StoreStats",
+    "StoreURL",
     "open_store",
+    "parse_store_url",
 ]

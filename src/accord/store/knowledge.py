@@ -38,7 +38,6 @@ from typing import Final
 from ..model.errors import InvalidInput, NotFound, StoreError
 from ..model.ids import has_prefix, new_id
 from .base import LogStore
-from .sqlite import SqliteStore
 
 SCHEMA_VERSION: Final = 1
 KNOWLEDGE_FILE: Final = "knowledge.db"
@@ -480,8 +479,5 @@ class KnowledgeStore:
 
 
 def knowledge_beside(store: LogStore) -> KnowledgeStore:
-    """The knowledge store that goes with a hub's log store: ``<dir>/knowledge.db`` next to a
-    ``SqliteStore``'s file, else (memory, or any other store) an in-memory one."""
-    if isinstance(store, SqliteStore):
-        return KnowledgeStore(store.path.parent / KNOWLEDGE_FILE)
-    return KnowledgeStore(":memory:")
+    """The knowledge store that goes with a hub's log store (``store.knowledge()``)."""
+    return store.knowledge()

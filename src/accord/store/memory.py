@@ -15,87 +15,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..model.envelope import Envelope, kept_json
-from ..model.errors import InvalidInput, SeqConflict, StoreError
-from .base import AppendPart, LogStore, OnDone
-
-
-@dataclass(slots=True)
-class StoreStats:
-    """Counters every local store keeps; tests and benchmarks read them (e.g. group-commit width)."""
-
-    #: committed write transactions (one per group commit; the memory store counts event-loop ticks)
-    transactions: int = 0
-    #: appends that were committed
-    appends: int = 0
-    #: envelopes that were committed
-    envelopes: int = 0
-    #: appends refused with SeqConflict
-    conflicts: int = 0
-    #: snapshots written
-    snapshots: int = 0
-    #: transactions that failed (every append in them failed with StoreError)
-    failed_transactions: int = 0
-    #: WAL checkpoints run by the store itself (sqlite only)
-    checkpoints: int = 0
-
-
-def check_contiguous(stream: str, envelopes: Sequence[Envelope], expected_last_seq: int) -> None:
-    """Refuse a batch whose seqs are not ``expected_last_seq+1 …`` in order (a caller bug)."""
-    seq = expected_last_seq
-    for env in envelopes:
-        seq += 1
-        if env.seq != seq:
-            raise InvalidInput(
-                f"append to {stream!r}: envelope seq {env.seq} where {seq} was expected "
-                f"(seqs must continue expected_last_seq={expected_last_seq} contiguously)",
-                details={"stream": stream, "seq": env.seq, "expected": seq},
-            )
-
-
-def encode_state(stream: str, state: dict[str, Any]) -> bytes:
-    """Snapshot states are stored as orjson bytes: a private copy the caller cannot mutate."""
-    try:
-        return kept_json(state)
-    except TypeError as exc:
-        raise InvalidInput(f"snapshot of {stream!r} is not JSON-serialisable: {exc}") from exc
-
-
-def unserialisable(stream: str, exc: TypeError) -> InvalidInput:
-    return InvalidInput(f"append to {stream!r}: envelope is not JSON-serialisable: {exc}")
-
-
-def conflict(stream: str, expected: int, actual: int) -> SeqConflict:
-    return SeqConflict(
-        f"append to {stream!r} expected last seq {expected}, but the stream is at {actual}",
-        details={"stream": stream, "expected_last_seq": expected, "last_seq": actual},
-    )
-
-
-def _decoded(raws: list[bytes]) -> list[Envelope]:
-    decode = Envelope.decode
-    return [decode(raw) for raw in raws]
-
-
-def settle(fut: asyncio.Future[None], failure: BaseException | None, on_done: OnDone | None) -> None:
-    """Finish one append, in every store: run ``on_done`` first (the hub fans out from it, in the
-    same loop iteration as the commit), then complete the future unless its awaiter was cancelled.
-    A failing callback must not stop the others: its owner logs its own errors."""
-    if on_done is not None:
-        try:
-            on_done(failure)
-        except Exception:
-            pass
-    if not fut.done():
-        if failure is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(failure)
+from ..model.envelope import Envelope
+from ..model.errors import SeqConflict, StoreError
+from .base import (
+    AppendPart,
+    LogStore,
+    OnDone,
+    StoreStats,
+    check_contiguous,
+    conflict,
+    decoded,
+    encode_state,
+    settle,
+    unserialisable,
+)
 
 
 class MemoryStore(LogStore):
@@ -196,16 +133,16 @@ class MemoryStore(LogStore):
         log = self._log(stream)
         start = max(after_seq, 0)
         if limit is None:
-            return _decoded(log[start:])
+            return decoded(log[start:])
         if limit <= 0:
             return []
-        return _decoded(log[start : start + limit])
+        return decoded(log[start : start + limit])
 
     async def read_last(self, stream: str, count: int) -> list[Envelope]:
         log = self._log(stream)
         if count <= 0:
             return []
-        return _decoded(log[-count:])
+        return decoded(log[-count:])
 
     async def last_seq(self, stream: str) -> int:
         return len(self._log(stream))

@@ -88,14 +88,27 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from ..model.envelope import Envelope
 from ..model.errors import InvalidInput, SeqConflict, StoreError, StoreLocked
-from .base import AppendPart, Durability, LogStore, OnDone
-from .memory import StoreStats, check_contiguous, conflict, encode_state, settle, unserialisable
+from .base import (
+    AppendPart,
+    Durability,
+    LogStore,
+    OnDone,
+    StoreStats,
+    check_contiguous,
+    conflict,
+    encode_state,
+    settle,
+    unserialisable,
+)
+
+if TYPE_CHECKING:
+    from .knowledge import KnowledgeStore
 
 SCHEMA_VERSION: Final = 3
 #: versions this code reads; opening one for writing migrates 2 to 3 (``_MIGRATE_2_TO_3``)
@@ -339,6 +352,12 @@ class SqliteStore(LogStore):
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    def knowledge(self) -> KnowledgeStore:
+        """``knowledge.db`` beside the database file."""
+        from .knowledge import KNOWLEDGE_FILE, KnowledgeStore
+
+        return KnowledgeStore(self._path.parent / KNOWLEDGE_FILE)
 
     # --- opening -----------------------------------------------------------------------------------
     def _connect(self, target: str, *, uri: bool) -> sqlite3.Connection:
