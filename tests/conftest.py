@@ -1,13 +1,17 @@
 """Fixtures for every test directory. ``llm_server``: a scripted OpenAI/Anthropic-compatible server on
-loopback (see ``tests/llm_server.py``), started once per session and reset before each test."""
+loopback (see ``tests/llm_server.py``), started once per session and reset before each test;
+``nats_server``/``nats_url``: a real JetStream node for the session, a stream of its own per test."""
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from llm_server import LLMServer
+from nats_servers import NatsServer
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +27,20 @@ def llm_server(_llm_server_session: LLMServer) -> Iterator[LLMServer]:
     _llm_server_session.reset()
     yield _llm_server_session
     _llm_server_session.reset()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One real nats-server (JetStream) for the session; tests keep apart by stream name."""
+    server = NatsServer().start()
+    yield server
+    server.cleanup()
+
+
+_streams = itertools.count(1)
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """A ``nats://`` store URL with a stream of its own for this test."""
+    return f"{nats_server.url}?stream=T{next(_streams)}_{os.getpid()}"

@@ -367,7 +367,7 @@ def serve(
         store=opened,
     )
     application.state.log_fields = {
-        "store": str(spec),
+        "store_url": str(spec),
         **({"data_dir": str(spec.data_dir.resolve())} if spec.data_dir is not None else {}),
         "durability": durability,
         "host": host,

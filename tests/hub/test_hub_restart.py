@@ -1,11 +1,12 @@
-"""Restart = open the store and fold: registry, channel states, attach by name, snapshots, idempotency."""
+"""Restart = open the store and fold: registry, channel states, attach by name, snapshots, idempotency —
+on SQLite and on JetStream alike."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from _hubkit import Clock, agents, open_hub, refused, settle, texts
@@ -27,16 +28,32 @@ from accord import (
     TransitionGraph,
 )
 from accord.protocol.channel import replay
+from accord.store import LogStore, open_store
+
+
+class Durable(Protocol):
+    def __call__(self, *, readonly: bool = False) -> LogStore: ...
+
+
+@pytest.fixture(params=["sqlite", "nats"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Durable:
+    """The same durable store each call, as a restarted hub opens it: a SQLite file or a JetStream
+    stream on a real nats-server."""
+    url = str(tmp_path / "accord.db") if request.param == "sqlite" else request.getfixturevalue("nats_url")
+
+    def make(*, readonly: bool = False) -> LogStore:
+        return open_store(url, readonly=readonly)
+
+    return make
 
 
 async def _attach(hub: Hub, name: str) -> AgentClient:
     return await HubClient(LocalLink(hub), hub=hub).attach(name)
 
 
-async def test_restart_restores_registry_and_every_channel_state(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
+async def test_restart_restores_registry_and_every_channel_state(durable: Durable) -> None:
     clock = Clock()
-    hub = await open_hub(SqliteStore(path), clock)
+    hub = await open_hub(durable(), clock)
     alice, bob, carol = await agents(hub, "alice", "bob", "carol")
     await HubClient(LocalLink(hub), hub=hub).register(
         None, Passport(name="dora", owner="ops", model="m-1"), rule=Rule(rate_per_minute=30, inbox_cap=7)
@@ -69,7 +86,7 @@ async def test_restart_restores_registry_and_every_channel_state(tmp_path: Path)
     open_before = sorted(hub.open_channel_ids())
     await hub.close()
 
-    hub = await open_hub(SqliteStore(path), clock)
+    hub = await open_hub(durable(), clock)
     assert {a: m.passport.to_dict() for a, m in hub.registry.members.items()} == passports
     assert {a: m.rule.to_dict() for a, m in hub.registry.members.items()} == rules
     assert (
@@ -87,12 +104,11 @@ async def test_restart_restores_registry_and_every_channel_state(tmp_path: Path)
     await hub.close()
 
 
-async def test_register_and_attach_after_restart_keep_the_agent_id(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path))
+async def test_register_and_attach_after_restart_keep_the_agent_id(durable: Durable) -> None:
+    hub = await open_hub(durable())
     alice, bob = await agents(hub, "alice", "bob")
     await hub.close()
-    hub = await open_hub(SqliteStore(path))
+    hub = await open_hub(durable())
     again = await HubClient(LocalLink(hub), hub=hub).register(None, Passport(name="alice"))
     assert again.agent_id == alice.agent_id
     attached = await _attach(hub, "bob")
@@ -104,8 +120,8 @@ async def test_register_and_attach_after_restart_keep_the_agent_id(tmp_path: Pat
     await hub.close()
 
 
-async def test_name_held_by_a_live_client_is_name_taken(tmp_path: Path) -> None:
-    hub = await open_hub(SqliteStore(tmp_path / "accord.db"))
+async def test_name_held_by_a_live_client_is_name_taken(durable: Durable) -> None:
+    hub = await open_hub(durable())
     alice_hc = HubClient(LocalLink(hub), hub=hub)
     alice = await alice_hc.register(None, Passport(name="alice"))
     registry_len = await hub.store.last_seq("registry")
@@ -125,9 +141,8 @@ async def test_name_held_by_a_live_client_is_name_taken(tmp_path: Path) -> None:
     await hub.close()
 
 
-async def test_discussion_continues_in_turn_after_restart(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path))
+async def test_discussion_continues_in_turn_after_restart(durable: Durable) -> None:
+    hub = await open_hub(durable())
     alice, bob, _carol = await agents(hub, "alice", "bob", "carol")
     ch = await alice.open("discussion", ["bob", "carol"])
     await ch.send("1: alice")
@@ -135,7 +150,7 @@ async def test_discussion_continues_in_turn_after_restart(tmp_path: Path) -> Non
     cid = ch.channel_id
     await hub.close()
 
-    hub = await open_hub(SqliteStore(path))
+    hub = await open_hub(durable())
     alice, bob, carol = [await _attach(hub, n) for n in ("alice", "bob", "carol")]
     assert await carol.can_send(cid) and not await alice.can_send(cid)
     await refused(hub, "not_your_turn", alice.send(cid, "me again?"), cid)
@@ -146,9 +161,8 @@ async def test_discussion_continues_in_turn_after_restart(tmp_path: Path) -> Non
     await hub.close()
 
 
-async def test_snapshots_every_n_envelopes_and_reopen_matches_a_full_fold(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path), snapshot_every=10)
+async def test_snapshots_every_n_envelopes_and_reopen_matches_a_full_fold(durable: Durable) -> None:
+    hub = await open_hub(durable(), snapshot_every=10)
     alice, bob = await agents(hub, "alice", "bob")
     ch = await alice.open("conversation", "bob")
     for i in range(50):
@@ -168,7 +182,7 @@ async def test_snapshots_every_n_envelopes_and_reopen_matches_a_full_fold(tmp_pa
     live = (await hub.channel_state(cid)).to_dict()
     await hub.close()
 
-    hub = await open_hub(SqliteStore(path), snapshot_every=10)
+    hub = await open_hub(durable(), snapshot_every=10)
     reopened = (await hub.channel_state(cid)).to_dict()
     full = replay(await hub.store.read(cid))
     assert full is not None
@@ -183,43 +197,43 @@ async def alice_and_bob_continue(hub: Hub, cid: str) -> None:
     assert env.seq == (await hub.store.last_seq(cid))
 
 
-async def test_stale_snapshot_ahead_of_the_log_is_ignored(tmp_path: Path) -> None:
+async def test_stale_snapshot_ahead_of_the_log_is_ignored(durable: Durable) -> None:
     """A snapshot claiming a seq beyond the log (e.g. the log was restored from an older backup) is not
     trusted: the channel is folded from the log."""
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path))
+    hub = await open_hub(durable())
     alice, _bob = await agents(hub, "alice", "bob")
     ch = await alice.open("conversation", "bob")
     await ch.send("one")
     cid = ch.channel_id
     state = (await hub.channel_state(cid)).to_dict()
     await hub.close()
-    store = SqliteStore(path)
+    store = durable()
+    await store.open()
     bogus = dict(state, last_seq=999, text_count=999)
     await store.put_snapshot(cid, 999, bogus)
     await store.close()
-    hub = await open_hub(SqliteStore(path))
+    hub = await open_hub(durable())
     assert (await hub.channel_state(cid)).to_dict() == state
     await hub.close()
 
 
-async def test_registry_snapshot_restart(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path), snapshot_every=5)
+async def test_registry_snapshot_restart(durable: Durable) -> None:
+    hub = await open_hub(durable(), snapshot_every=5)
     names = [f"agent{i}" for i in range(12)]
     clients = await agents(hub, *names)
     ids = {c.name: c.agent_id for c in clients}
     await hub.close()
-    assert await _registry_snapshot(path) is not None
-    hub = await open_hub(SqliteStore(path), snapshot_every=5)
+    assert await _registry_snapshot(durable) is not None
+    hub = await open_hub(durable(), snapshot_every=5)
     for name, agent_id in ids.items():
         found = hub.find(name)
         assert found is not None and found.agent_id == agent_id
     await hub.close()
 
 
-async def _registry_snapshot(path: Path) -> tuple[int, dict[str, Any]] | None:
-    store = SqliteStore.open_readonly(path)
+async def _registry_snapshot(durable: Durable) -> tuple[int, dict[str, Any]] | None:
+    store = durable(readonly=True)
+    await store.open()
     try:
         return await store.get_snapshot("registry")
     finally:
@@ -306,16 +320,15 @@ async def test_client_msg_id_concurrent_duplicates_append_once() -> None:
     await hub.close()
 
 
-async def test_client_msg_id_is_idempotent_across_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "accord.db"
-    hub = await open_hub(SqliteStore(path))
+async def test_client_msg_id_is_idempotent_across_a_restart(durable: Durable) -> None:
+    hub = await open_hub(durable())
     alice, _bob = await agents(hub, "alice", "bob")
     ch = await alice.open("conversation", "bob")
     first = await ch.send("durable once", client_msg_id="k-42")
     cid = ch.channel_id
     await hub.close()
 
-    hub = await open_hub(SqliteStore(path))
+    hub = await open_hub(durable())
     alice = await _attach(hub, "alice")
     n = len(await hub.read_wal(cid))
     again = await alice.send(cid, "durable once", client_msg_id="k-42")

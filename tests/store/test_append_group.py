@@ -10,7 +10,7 @@ import pytest
 
 from accord.model.envelope import Envelope
 from accord.model.errors import InvalidInput, SeqConflict
-from accord.store import LogStore, MemoryStore, SqliteStore
+from accord.store import LogStore, MemoryStore, SqliteStore, open_store
 
 
 def env(stream: str, seq: int, text: str = "x") -> Envelope:
@@ -38,9 +38,13 @@ def make(kind: str, path: Path) -> LogStore:
     return SqliteStore(path, durability=kind.removeprefix("sqlite-"))  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=[*KINDS, "nats"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
-    s = make(request.param, tmp_path / "accord.db")
+    if request.param == "nats":
+        s = open_store(request.getfixturevalue("nats_url"))
+    else:
+        s = make(request.param, tmp_path / "accord.db")
+    await s.open()
     yield s
     await s.close()
 

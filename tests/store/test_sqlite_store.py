@@ -12,27 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _logkit import envs, make_env
 
 import accord.store.sqlite as sqlite_mod
 from accord.model.envelope import Envelope
 from accord.model.errors import SeqConflict, StoreError, StoreLocked
 from accord.store import MemoryKnowledgeStore, MemoryStore, SqliteStore, open_store
-
-
-def make_env(stream: str, seq: int, text: str = "hello") -> Envelope:
-    return Envelope(
-        envelope_id=f"env_{stream}_{seq}",
-        channel_id=stream,
-        seq=seq,
-        ts=1_700_000_000.0 + seq,
-        event_type="message",
-        event_data={"text": text},
-        sender_id="agt_test",
-    )
-
-
-def envs(stream: str, first: int, count: int) -> list[Envelope]:
-    return [make_env(stream, seq) for seq in range(first, first + count)]
 
 
 @pytest.fixture

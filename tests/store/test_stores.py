@@ -1,4 +1,5 @@
-"""The LogStore contract, run against every local backend (memory, sqlite process, sqlite power)."""
+"""The LogStore contract, run unchanged against every backend: memory, sqlite (process and power
+durability) and JetStream (a real nats-server, a stream of its own per test)."""
 
 from __future__ import annotations
 
@@ -7,36 +8,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from _logkit import envs, make_env
 
 from accord.model.envelope import Envelope
 from accord.model.errors import InvalidInput, SeqConflict, StoreError
-from accord.store import LogStore, MemoryStore, SqliteStore
+from accord.store import LogStore, MemoryStore, SqliteStore, open_store
+from accord.store.nats import NatsStore
 
 
-def make_env(stream: str, seq: int, text: str = "hello") -> Envelope:
-    return Envelope(
-        envelope_id=f"env_{stream}_{seq}",
-        channel_id=stream,
-        seq=seq,
-        ts=1_700_000_000.0 + seq,
-        event_type="message",
-        event_data={"text": text},
-        sender_id="agt_test",
-    )
-
-
-def envs(stream: str, first: int, count: int) -> list[Envelope]:
-    return [make_env(stream, seq) for seq in range(first, first + count)]
-
-
-@pytest.fixture(params=["memory", "sqlite-process", "sqlite-power"])
+@pytest.fixture(params=["memory", "sqlite-process", "sqlite-power", "nats"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
     kind: str = request.param
     s: LogStore
     if kind == "memory":
         s = MemoryStore()
+    elif kind == "nats":
+        s = open_store(request.getfixturevalue("nats_url"))
     else:
         s = SqliteStore(tmp_path / "data" / "accord.db", durability=kind.removeprefix("sqlite-"))  # type: ignore[arg-type]
+    await s.open()
     yield s
     await s.close()
 
@@ -256,5 +246,7 @@ async def test_describe(store: LogStore) -> None:
         sync = "NORMAL" if store.durability == "process" else "FULL"
         assert text.startswith("sqlite ") and "accord.db" in text
         assert f"durability={store.durability}, synchronous={sync}, WAL" in text
+    elif isinstance(store, NatsStore):
+        assert text.startswith("nats 127.0.0.1:") and "replicas=1, JetStream" in text
     else:
         assert "memory" in text
