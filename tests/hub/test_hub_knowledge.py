@@ -125,3 +125,17 @@ async def test_knowledge_db_beside_the_sqlite_store_and_closed_with_the_hub(tmp_
     assert custom.knowledge.store is given
     await custom.close()
     assert given.closed
+
+
+async def test_knowledge_on_a_jetstream_store_survives_a_restart(nats_url: str) -> None:
+    hub = await Hub.open(nats_url, ttl_sweep_interval=0)
+    _, secret = await hub.create_org("Acme")
+    admin = hub.authenticate(secret)
+    doc = await hub.knowledge.add(admin, "Runbook", "Restart the ingest service with care.")
+    assert "JetStream" in hub.knowledge.store.describe()
+    await hub.close()
+    hub = await Hub.open(nats_url, ttl_sweep_interval=0)  # the index is rebuilt from JetStream
+    admin = hub.authenticate(secret)
+    hits = await hub.knowledge.search(admin, "restart ingest")
+    assert [h.doc_id for h in hits] == [doc.doc_id]
+    await hub.close()

@@ -12,7 +12,7 @@ import pytest
 from _logkit import make_env
 
 from accord.model.envelope import Envelope
-from accord.model.errors import InvalidInput, NoStore, SeqConflict, StoreError
+from accord.model.errors import InvalidInput, NoStore, NotFound, SeqConflict, StoreError
 from accord.store import open_store, parse_store_url
 from accord.store.nats import NatsStore, subject_token, token_name
 from nats_servers import NatsServer
@@ -236,3 +236,37 @@ async def test_open_store_builds_a_nats_store_from_its_url(nats_url: str) -> Non
     assert await store.get_snapshot("s") == (0, {"k": [1, 2]})
     assert store.stats.snapshots == 1
     await store.close()
+
+
+# --- knowledge -----------------------------------------------------------------------------------------
+
+
+async def test_knowledge_lives_in_jetstream_and_the_index_is_rebuilt_on_start(nats_url: str) -> None:
+    store = await opened(nats_url)
+    knowledge = store.knowledge()
+    try:
+        doc = await asyncio.to_thread(
+            knowledge.add, "org_1", None, "Rollout", "The rollout starts on Monday with the pilot group."
+        )
+        gone = await asyncio.to_thread(knowledge.add, "org_1", None, "Old", "Obsolete pilot notes.")
+        await asyncio.to_thread(knowledge.add, "org_2", None, "Other", "Another org's pilot plan.")
+        await asyncio.to_thread(knowledge.delete, "org_1", gone.doc_id)
+        with pytest.raises(NotFound):
+            await asyncio.to_thread(knowledge.delete, "org_2", doc.doc_id)  # not org_2's
+    finally:
+        knowledge.close()
+        await store.close()
+    store = await opened(nats_url)  # another node, or this one restarted: nothing local survives
+    knowledge = store.knowledge()
+    try:
+        assert "JetStream" in knowledge.describe()
+        hits = await asyncio.to_thread(knowledge.search, "org_1", "pilot")
+        assert [h.doc_id for h in hits] == [doc.doc_id]
+        listed = await asyncio.to_thread(knowledge.list, "org_1")
+        assert [(d.doc_id, d.title) for d in listed] == [(doc.doc_id, "Rollout")]
+        again = await asyncio.to_thread(knowledge.get, "org_1", doc.doc_id)
+        assert again.content == "The rollout starts on Monday with the pilot group."
+        assert [h.title for h in await asyncio.to_thread(knowledge.search, "org_2", "pilot")] == ["Other"]
+    finally:
+        knowledge.close()
+        await store.close()

@@ -278,6 +278,21 @@ class KnowledgeStore:
         """Store a document of ``org_id`` (for one of its agents, or the whole org when ``agent_id`` is
         None) and index its passages. Raises ``InvalidInput`` for an empty title or content, a title
         over 200 characters or content over 1 MiB of UTF-8."""
+        doc = self.prepare(org_id, agent_id, title, content, now=now)
+        self.insert(doc)
+        return doc
+
+    def prepare(
+        self,
+        org_id: str,
+        agent_id: str | None,
+        title: str,
+        content: str,
+        *,
+        now: float | None = None,
+    ) -> Document:
+        """The document ``add`` would store, checked and given its id, with nothing written yet (a
+        store that keeps documents elsewhere writes them there first)."""
         org_id = _text(org_id, "org_id", limit_chars=128)
         if agent_id is not None:
             agent_id = _text(agent_id, "agent_id", limit_chars=128)
@@ -293,10 +308,9 @@ class KnowledgeStore:
                 f"the document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes (1 MiB) of UTF-8",
                 details={"bytes": size, "limit": MAX_DOCUMENT_BYTES},
             )
-        passages = chunk(content)
-        if not passages:
+        if not chunk(content):
             raise InvalidInput("a document needs some non-blank content")
-        doc = Document(
+        return Document(
             new_id("doc"),
             org_id,
             agent_id,
@@ -305,6 +319,12 @@ class KnowledgeStore:
             size,
             content,
         )
+
+    def insert(self, doc: Document) -> None:
+        """Index a document that ``prepare`` made (or that is being rebuilt from where it is kept)."""
+        assert doc.content is not None
+        org_id, agent_id, title = doc.org_id, doc.agent_id, doc.title
+        passages = chunk(doc.content)
         with self._lock:
             conn = self._open()
             try:
@@ -313,7 +333,7 @@ class KnowledgeStore:
                     fts = self._fts_table(conn, org_id)
                     conn.execute(
                         f"INSERT INTO documents({_DOC_COLUMNS}, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (doc.doc_id, org_id, agent_id, title, doc.created_at, size, content),
+                        (doc.doc_id, org_id, agent_id, title, doc.created_at, doc.bytes, doc.content),
                     )
                     for ord_, body in enumerate(passages):
                         cur = conn.execute(
@@ -333,7 +353,6 @@ class KnowledgeStore:
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"knowledge write failed: {exc}") from exc
-        return doc
 
     def _fts_table(self, conn: sqlite3.Connection, org_id: str) -> str:
         """The org's FTS table, created (inside the caller's transaction) on its first document. Its

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.object_store import ObjectStore
 
+    from .knowledge import KnowledgeStore
     from .url import StoreURL
 
 log = logging.getLogger("accord.store.nats")
@@ -172,7 +173,7 @@ class NatsStore(LogStore):
         *,
         readonly: bool = False,
         create: bool = True,
-        request_timeout: float = 10.0,
+        request_timeout: float = 5.0,
         commit_deadline: float = 30.0,
         connect_timeout: float = 2.0,
     ) -> None:
@@ -344,6 +345,15 @@ class NatsStore(LogStore):
                 ),
             )
         return self._objects
+
+    def knowledge(self) -> KnowledgeStore:
+        """Documents in JetStream (``<STREAM>_knowledge``), searched through a local FTS5 index built
+        from them (``nats_knowledge.py``)."""
+        from .nats_knowledge import JetStreamKnowledge
+
+        self._conn()
+        assert self._loop is not None
+        return JetStreamKnowledge(self, self._loop)
 
     # --- plumbing ----------------------------------------------------------------------------------
     def describe_where(self) -> str:
