@@ -1,4 +1,5 @@
-"""The ``accord`` command line: serve, worker, demo, post, tail, replay, audit, orgs, keys, knowledge."""
+"""The ``accord`` command line: serve, worker, demo, post, tail, replay, audit, orgs, keys, knowledge,
+store."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from .cli_common import KEY_OPTION, URL_OPTION, post_as
 from .cli_errors import CliError, usage
 from .cli_network import agents_app, invites_app, teams_app, threads_app, users_app
-from .cli_store import STORE_OPTION, open_existing, require_store, store_url, with_hub
+from .cli_store import STORE_OPTION, open_existing, require_store, store_app, store_url, with_hub
 from .model.errors import AccordError, NotFound
 from .model.records import KeyScope
 
@@ -39,6 +40,7 @@ orgs_app = typer.Typer(help="Organizations: create one and get its first admin k
 app.add_typer(orgs_app, name="orgs")
 keys_app = typer.Typer(help="API keys: list, create, revoke (secrets are shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 
 #: set by the root option ``--debug`` (or ``ACCORD_DEBUG=1``): a failure also prints its traceback
 _debug = False

@@ -109,3 +109,42 @@ def test_a_jetstream_store_is_created_only_when_asked(nats_url: str) -> None:
     verified = accord("audit", "verify", "--json", "--store", nats_url)
     assert verified.returncode == 0, verified.stderr
     assert json.loads(verified.stdout)["records"] >= 1
+
+
+def test_store_copy_moves_a_network_onto_jetstream_and_back(tmp_path: Path, nats_url: str) -> None:
+    data = tmp_path / "data"
+    demo = accord("demo", "--data", data)  # the two-company story: logs, snapshots, knowledge
+    assert demo.returncode == 0, demo.stderr
+    before = accord("audit", "verify", "--json", "--data", data)
+    assert before.returncode == 0, before.stderr
+
+    copied = accord("store", "copy", data, nats_url, "--json")
+    assert copied.returncode == 0, copied.stderr
+    counts = json.loads(copied.stdout)
+    assert counts["logs"] > 3 and counts["envelopes"] > 50 and counts["documents"] >= 1, counts
+
+    on_nats = accord("audit", "verify", "--json", "--store", nats_url)
+    assert on_nats.returncode == 0, on_nats.stderr
+    audited = {k: v for k, v in json.loads(before.stdout).items()}
+    assert json.loads(on_nats.stdout) == audited  # same records, same envelopes, same head hash
+
+    again = accord("store", "copy", data, nats_url)  # never merges two networks
+    assert again.returncode == 1
+    assert again.stderr.startswith("error (invalid_input): the destination already holds ")
+    assert again.stderr.count("\n") == 1
+
+    back = tmp_path / "back"
+    returned = accord("store", "copy", nats_url, f"sqlite://{back}", "--json")
+    assert returned.returncode == 0, returned.stderr
+    assert json.loads(returned.stdout)["envelopes"] == counts["envelopes"]
+    assert json.loads(returned.stdout)["documents"] == counts["documents"]
+    after = accord("audit", "verify", "--json", "--data", back)
+    assert json.loads(after.stdout) == audited
+    for store in (data, back):
+        listed = accord("orgs", "list", "--json", "--data", store)
+        assert sorted(o["name"] for o in json.loads(listed.stdout)) == ["Acme", "Globex"], listed.stderr
+
+
+def test_store_copy_refuses_the_same_store_twice(tmp_path: Path) -> None:
+    run = accord("store", "copy", tmp_path, f"sqlite://{tmp_path}")
+    assert (run.returncode, run.stderr) == (2, "error (usage): SRC_URL and DST_URL name the same store\n")

@@ -31,6 +31,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -463,6 +464,31 @@ class KnowledgeStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"knowledge read failed: {exc}") from exc
         return [Document(*row) for row in rows]
+
+    def export(self, page: int = 100) -> Iterator[Document]:
+        """Every document of every org, with its content, in creation order (``accord store copy``);
+        read a page at a time, so memory stays bounded by the page."""
+        after = ""
+        while True:
+            with self._lock:
+                conn = self._open()
+                try:
+                    rows = conn.execute(
+                        f"SELECT {_DOC_COLUMNS}, content FROM documents "
+                        "WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
+                        (after, page),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"knowledge read failed: {exc}") from exc
+            if not rows:
+                return
+            for row in rows:
+                yield Document(*row)
+            after = rows[-1][0]
+
+    def restore(self, doc: Document) -> None:
+        """Keep a document copied from another store, with its id and time (``accord store copy``)."""
+        self.insert(doc)
 
     def search(self, org_id: str, query: str, *, agent_id: str | None = None, limit: int = 5) -> _Hits:
         """The ``limit`` passages of ``org_id``'s documents that best match ``query`` (BM25): the org's

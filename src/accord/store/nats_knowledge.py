@@ -17,7 +17,7 @@ import asyncio
 import builtins
 import threading
 import zlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -173,6 +173,15 @@ class JetStreamKnowledge(KnowledgeStore):
         self._remote(self._put(doc))  # durable in JetStream before any search can find it
         self.insert(doc)
         return doc
+
+    def restore(self, doc: Document) -> None:
+        self._ensure_loaded()
+        self._remote(self._put(doc))
+        self.insert(doc)
+
+    def export(self, page: int = 100) -> Iterator[Document]:
+        self._ensure_loaded()
+        return super().export(page)
 
     def delete(self, org_id: str, doc_id: str) -> None:
         self._ensure_loaded()
