@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from accord.nats_local import NatsServer
 from llm_server import LLMServer
-from nats_servers import NatsServer
 
 
 @pytest.fixture(scope="session")

@@ -145,7 +145,12 @@ def bench(
         3, "--rounds", min=1, max=50, help="Runs of every cell; medians are reported."
     ),
     only: str = typer.Option("w1,w2,w3,w4,w5", "--only", help="Comma-separated workloads."),
-    store: str = typer.Option("memory,sqlite", "--store", help="Comma-separated stores: memory, sqlite."),
+    store: str = typer.Option(
+        "memory,sqlite",
+        "--store",
+        help="Comma-separated stores: memory, sqlite, nats (a local JetStream node the bench starts; "
+        "needs the nats-server binary of the dev extra).",
+    ),
     durability: str = typer.Option("process", "--durability", help="SQLite durability: process|power."),
     as_json: bool = typer.Option(False, "--json", help="One JSON result per line instead of a table."),
 ) -> None:
@@ -155,11 +160,11 @@ def bench(
     workloads = [w.strip() for w in only.split(",") if w.strip()]
     stores = [s.strip() for s in store.split(",") if s.strip()]
     bad = [w for w in workloads if w not in ACCORD_STORES] + [
-        s for s in stores if s not in ("memory", "sqlite")
+        s for s in stores if s not in ("memory", "sqlite", "nats")
     ]
     if bad or not workloads or not stores:
         raise typer.BadParameter(
-            f"unknown workload or store {bad}: workloads are w1..w5, stores memory, sqlite"
+            f"unknown workload or store {bad}: workloads are w1..w5, stores memory, sqlite, nats"
         )
     if durability not in ("process", "power"):
         raise typer.BadParameter(f"durability must be process or power, not {durability!r}")

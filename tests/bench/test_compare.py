@@ -67,6 +67,25 @@ def test_accord_bench_quick_runs_every_cell() -> None:
     assert w4["envelopes_read"] >= 500 and w4["tail_read_s"] > 0
 
 
+def test_accord_bench_runs_on_a_jetstream_node_it_starts_itself() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "accord.cli", "bench", "--quick", "--rounds", "1", "--json"]
+        + ["--store", "nats", "--only", "w1,w2,w4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["cell"]["workload"] for r in results) == ["w1", "w2", "w4"]
+    assert all(
+        r["cell"]["store"] == "nats" and r["durability"].startswith("process (JetStream") for r in results
+    )
+    w4 = next(r for r in results if r["cell"]["workload"] == "w4")
+    assert w4["envelopes_read"] >= 500
+
+
 def test_compare_quick_writes_the_table_and_the_plots(tmp_path: Path) -> None:
     """Installs ag2==1.2.1 into bench/compare/.venv-ag2 on first use (from the package registry)."""
     out = subprocess.run(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nats_servers import free_port
+from accord.nats_local import free_port
 
 ACCORD = Path(sys.executable).parent / "accord"
 ENV = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}

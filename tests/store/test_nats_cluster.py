@@ -14,9 +14,9 @@ import pytest
 from _logkit import make_env
 
 from accord.model.errors import SeqConflict, StoreError
+from accord.nats_local import NatsCluster
 from accord.store import parse_store_url
 from accord.store.nats import NatsStore
-from nats_servers import NatsCluster
 
 HANG = 300.0  # seconds: a backstop against a hang, never reached by a healthy run
 

@@ -13,9 +13,9 @@ from _logkit import make_env
 
 from accord.model.envelope import Envelope
 from accord.model.errors import InvalidInput, NoStore, NotFound, SeqConflict, StoreError
+from accord.nats_local import NatsServer
 from accord.store import open_store, parse_store_url
 from accord.store.nats import NatsStore, subject_token, token_name
-from nats_servers import NatsServer
 
 
 def env(stream: str, seq: int, text: str = "x") -> Envelope:

@@ -49,6 +49,8 @@ class Cell:
     durability: str = "process"
     #: where the side keeps its files (a fresh directory per cell, or the W4 history to reopen)
     path: str = ""
+    #: the store URL of a networked store (nats: a stream of its own per cell, or the W4 history's)
+    url: str = ""
 
     @property
     def sends(self) -> int:
@@ -90,14 +92,17 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
     },
 }
 
-#: Accord's stores in the comparison. W4 needs a store that outlives the process.
+#: Accord's stores in the comparison. W4 needs a store that outlives the process. ``nats`` (one local
+#: JetStream node, R1) runs only when asked for: it needs the nats-server binary (the dev extra).
 ACCORD_STORES: dict[str, tuple[str, ...]] = {
-    "w1": ("memory", "sqlite"),
-    "w2": ("memory", "sqlite"),
-    "w3": ("memory", "sqlite"),
-    "w4": ("sqlite",),
+    "w1": ("memory", "sqlite", "nats"),
+    "w2": ("memory", "sqlite", "nats"),
+    "w3": ("memory", "sqlite", "nats"),
+    "w4": ("sqlite", "nats"),
     "w5": ("memory", "sqlite"),
 }
+#: what ``accord bench`` runs unless ``--store`` says otherwise
+DEFAULT_STORES: tuple[str, ...] = ("memory", "sqlite")
 
 
 def cell(workload: Workload, store: str, *, quick: bool = False, **changes: Any) -> Cell:
@@ -111,4 +116,5 @@ def accord_cells(*, quick: bool = False, durability: str = "process") -> list[Ce
         cell(w, store, quick=quick, durability=durability)  # type: ignore[arg-type]
         for w, stores in ACCORD_STORES.items()
         for store in stores
+        if store in DEFAULT_STORES
     ]

@@ -39,6 +39,15 @@ def run_bench(
     console = Console(stderr=as_json)
     work = Path(tempfile.mkdtemp(prefix="accord-bench-"))
     results: list[dict[str, Any]] = []
+    nats = None
+    if any(c.store == "nats" for c in cells):
+        from ..nats_local import NatsServer
+
+        nats = NatsServer(store_dir=work / "nats").start()  # one local JetStream node for the run
+
+    def url(name: str) -> str:
+        return f"{nats.url}?stream={name}" if nats is not None else ""
+
     try:
         histories = {}
         with Progress(
@@ -54,7 +63,7 @@ def run_bench(
             for c in builds:
                 progress.update(task, description=f"building W4 history ({c.n:,} envelopes)")
                 path = str(work / f"history-{c.store}")
-                run_in_subprocess("build", c.with_(path=path))
+                run_in_subprocess("build", c.with_(path=path, url=url("HISTORY")))
                 histories[c.store] = path
                 progress.advance(task)
             for r in range(rounds):
@@ -65,13 +74,16 @@ def run_bench(
                         if c.workload == "w4"
                         else str(work / f"r{r}-{c.workload}-{c.store}")
                     )
-                    res = run_in_subprocess("run", c.with_(path=path))
+                    stream = "HISTORY" if c.workload == "w4" else f"R{r}_{c.workload.upper()}"
+                    res = run_in_subprocess("run", c.with_(path=path, url=url(stream)))
                     res["round"] = r
                     results.append(res)
                     if c.workload != "w4":
                         shutil.rmtree(path, ignore_errors=True)
                     progress.advance(task)
     finally:
+        if nats is not None:
+            nats.stop()
         shutil.rmtree(work, ignore_errors=True)
     if as_json:
         for res in results:
@@ -91,7 +103,7 @@ def table(results: list[dict[str, Any]], rounds: int) -> Table:
     for (w, store), runs in by_cell.items():
         c = runs[0]["cell"]
         size = f"{c['channels']}×{c['n']:,}" if w == "w2" else f"{c['n']:,}"
-        label = f"sqlite·{c['durability']}" if store == "sqlite" else store
+        label = f"sqlite·{c['durability']}" if store == "sqlite" else "nats·R1" if store == "nats" else store
         for fig in FIGURES[w]:
             vals = [fig.of(r) for r in runs]
             med, lo, hi = (fig.fmt(v) for v in (statistics.median(vals), min(vals), max(vals)))

