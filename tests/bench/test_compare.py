@@ -67,10 +67,12 @@ def test_accord_bench_quick_runs_every_cell() -> None:
     assert w4["envelopes_read"] >= 500 and w4["tail_read_s"] > 0
 
 
+QUICK_BENCH = [sys.executable, "-m", "accord.cli", "bench", "--quick", "--rounds", "1", "--json"]
+
+
 def test_accord_bench_runs_on_a_jetstream_node_it_starts_itself() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "accord.cli", "bench", "--quick", "--rounds", "1", "--json"]
-        + ["--store", "nats", "--only", "w1,w2,w4"],
+        [*QUICK_BENCH, "--store", "nats", "--only", "w1,w2,w4"],
         capture_output=True,
         text=True,
         timeout=300,
