@@ -148,3 +148,27 @@ def test_store_copy_moves_a_network_onto_jetstream_and_back(tmp_path: Path, nats
 def test_store_copy_refuses_the_same_store_twice(tmp_path: Path) -> None:
     run = accord("store", "copy", tmp_path, f"sqlite://{tmp_path}")
     assert (run.returncode, run.stderr) == (2, "error (usage): SRC_URL and DST_URL name the same store\n")
+
+
+async def test_a_jetstream_store_another_hub_writes_is_store_locked(nats_url: str) -> None:
+    import asyncio
+    import os
+
+    from accord.store import open_store
+
+    created(accord("orgs", "create", "Acme", "--json", "--store", nats_url))
+    holder = open_store(nats_url)
+    await holder.open()  # as a running hub does: it holds the stream's writer lease
+    try:
+        run = await asyncio.to_thread(accord, "orgs", "list", "--store", nats_url)
+        stream = nats_url.rsplit("stream=", 1)[1]
+        assert run.returncode == 1
+        assert run.stderr.startswith(
+            f"error (store_locked): {nats_url} (stream {stream}) is locked by another process "
+            f"(pid {os.getpid()} on "
+        ), run.stderr
+        assert run.stderr.count("\n") == 1
+        verified = await asyncio.to_thread(accord, "audit", "verify", "--store", nats_url)
+        assert verified.returncode == 0, verified.stderr  # readers need no lease
+    finally:
+        await holder.close()

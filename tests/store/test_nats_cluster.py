@@ -32,7 +32,7 @@ async def open_r3(url: str) -> NatsStore:
     """Open (and create, R3) once the cluster has elected its meta leader."""
     end = time.monotonic() + HANG
     while True:
-        store = NatsStore(parse_store_url(url))
+        store = NatsStore(parse_store_url(url), exclusive=False)  # two writers share the stream
         try:
             await store.open()
             return store

@@ -5,6 +5,7 @@ logs' without a scan, a server that dies and comes back, and opening rules. All 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from _logkit import make_env
 
 from accord.model.envelope import Envelope
-from accord.model.errors import InvalidInput, NoStore, NotFound, SeqConflict, StoreError
+from accord.model.errors import InvalidInput, NoStore, NotFound, SeqConflict, StoreError, StoreLocked
 from accord.nats_local import NatsServer
 from accord.store import open_store, parse_store_url
 from accord.store.nats import NatsStore, subject_token, token_name
@@ -30,9 +31,9 @@ async def opened(url: str, **kwargs: object) -> NatsStore:
 
 @pytest.fixture
 async def pair(nats_url: str) -> AsyncIterator[tuple[NatsStore, NatsStore]]:
-    """Two stores on one stream: two hub nodes."""
-    a = await opened(nats_url)
-    b = await opened(nats_url)
+    """Two stores on one stream, sharing it (no writer lease): two writers."""
+    a = await opened(nats_url, exclusive=False)
+    b = await opened(nats_url, exclusive=False)
     yield a, b
     await a.close()
     await b.close()
@@ -229,7 +230,7 @@ async def test_a_server_that_stays_down_fails_the_append_with_store_error(own_se
 
 async def test_open_store_builds_a_nats_store_from_its_url(nats_url: str) -> None:
     store = open_store(nats_url)
-    assert isinstance(store, NatsStore) and not store.exclusive
+    assert isinstance(store, NatsStore) and store.exclusive  # it holds the writer lease
     await store.open()
     await store.open()  # idempotent
     await store.put_snapshot("s", 0, {"k": [1, 2]})
@@ -270,3 +271,40 @@ async def test_knowledge_lives_in_jetstream_and_the_index_is_rebuilt_on_start(na
     finally:
         knowledge.close()
         await store.close()
+
+
+# --- the writer lease ----------------------------------------------------------------------------------
+
+
+async def test_one_hub_writes_a_stream_a_second_gets_store_locked(nats_url: str) -> None:
+    first = await opened(nats_url)
+    try:
+        with pytest.raises(StoreLocked) as info:
+            await opened(nats_url)
+        assert f"pid {os.getpid()} on " in info.value.message
+        reader = await opened(nats_url, readonly=True)  # readers take no lease
+        await reader.close()
+    finally:
+        await first.close()
+    second = await opened(nats_url)  # released on close
+    await second.close()
+
+
+async def test_a_holder_that_lost_its_lease_refuses_to_write(nats_url: str, nats_server: NatsServer) -> None:
+    import nats
+
+    first = await opened(nats_url, lease_ttl=1.2)
+    stream = nats_url.rsplit("stream=", 1)[1]
+    nc = await nats.connect(nats_server.url)
+    try:
+        await (await nc.jetstream().key_value(f"{stream}_lease")).purge("writer")  # as if it expired
+        second = await opened(nats_url)  # another hub takes over
+        await asyncio.wait_for(first.lease_lost.wait(), 300)  # renewal comes every 0.2 s; a hang backstop
+        with pytest.raises(StoreError) as info:
+            first.append("thr", [env("thr", 1)], 0)
+        assert "another hub took the writer lease" in info.value.message
+        await second.append("thr", [env("thr", 1)], 0)
+        await second.close()
+    finally:
+        await nc.close()
+        await first.close()

@@ -20,8 +20,9 @@ and passes the one contract suite in ``tests/store/`` unchanged. What every back
 * **Tail reads.** ``read_last(stream, k)`` and ``read(stream, after_seq=n - k)`` cost O(k), never
   O(length of the stream); ``last_seq`` is one lookup.
 * **Writers.** A store whose ``exclusive`` is True is the only writer of its streams while it is open
-  (SQLite holds an exclusive ``flock``; a memory store is private), so a caller may trust the seqs it
-  last wrote. A non-exclusive store (JetStream) may be written by other processes at the same time:
+  (SQLite holds an exclusive ``flock``, JetStream a writer lease; a memory store is private), so a
+  caller may trust the seqs it last wrote. A non-exclusive store (JetStream opened with
+  ``exclusive=False``) may be written by other processes at the same time:
   compare-and-set still keeps every stream's seqs unique and contiguous, and a writer that lost a race
   gets ``SeqConflict``.
 * **Opening.** ``open_store(url)`` builds a store; ``await store.open()`` connects it (a no-op for

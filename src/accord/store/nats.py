@@ -27,8 +27,10 @@ sequences ``t`` and ``tip - (N - t)``; a few ``next_by_subj`` probes find it (th
 upper bound, which is where a tail read lands when the log is dense at its end), then batched direct
 gets page forward. A tail read costs a handful of round trips plus O(k) data, never a scan.
 
-This store is not ``exclusive``: several hub nodes may write one stream, and compare-and-set keeps
-every log's seqs unique and contiguous.
+Writers. By default a store opened for writing holds the stream's writer lease (``nats_lease.py``),
+so it is ``exclusive`` as the contract means it: one hub writes a stream, as one hub holds a SQLite
+file. With ``exclusive=False`` it takes none, and several writers share the stream: compare-and-set
+keeps every log's seqs unique and contiguous, and the loser of a race gets ``SeqConflict``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from nats.js.object_store import ObjectStore
 
     from .knowledge import KnowledgeStore
+    from .nats_lease import WriterLease
     from .url import StoreURL
 
 log = logging.getLogger("accord.store.nats")
@@ -165,14 +168,14 @@ class _ApiError(Exception):
 class NatsStore(LogStore):
     """Logs in one JetStream stream; see the module docstring for the layout and the protocol."""
 
-    exclusive = False
-
     def __init__(
         self,
         spec: StoreURL,
         *,
         readonly: bool = False,
         create: bool = True,
+        exclusive: bool = True,
+        lease_ttl: float = 30.0,
         request_timeout: float = 5.0,
         commit_deadline: float = 30.0,
         connect_timeout: float = 2.0,
@@ -182,6 +185,12 @@ class NatsStore(LogStore):
         self.replicas = spec.replicas
         self._readonly = readonly
         self._create = create and not readonly
+        #: holds the writer lease while open (a read-only store never takes it)
+        self.exclusive = exclusive and not readonly
+        self._lease_ttl = lease_ttl
+        self._lease: WriterLease | None = None
+        #: set when this store lost its writer lease (and so refuses writes)
+        self.lease_lost = asyncio.Event()
         self._timeout = request_timeout
         self._deadline = commit_deadline
         self._connect_timeout = connect_timeout
@@ -262,6 +271,12 @@ class NatsStore(LogStore):
         self._max_payload = nc.max_payload or self._max_payload
         try:
             await self._ensure_stream()
+            if self.exclusive:
+                from .nats_lease import WriterLease
+
+                lease = WriterLease(self, self._lease_ttl)
+                await lease.acquire()
+                self._lease = lease
         except BaseException:
             self._nc = None
             with contextlib.suppress(Exception):
@@ -889,11 +904,21 @@ class NatsStore(LogStore):
             self._refusal = f"the store {self.describe_where()} is closed"
         while self._task is not None:
             await asyncio.shield(self._task)
+        if self._lease is not None:
+            await self._lease.release()
+            self._lease = None
         self._closed = True
         nc, self._nc = self._nc, None
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    def _lose_lease(self, why: str) -> None:
+        """Fail closed: another hub may be writing now, so this one writes nothing more."""
+        log.error("%s: %s; this store accepts no more writes", self.describe_where(), why)
+        if self._refusal is None:
+            self._refusal = f"{why}; restart this hub"
+        self.lease_lost.set()
 
     def describe(self) -> str:
         mode = "read-only" if self._readonly else f"replicas={self.replicas}"
