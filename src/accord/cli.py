@@ -56,12 +56,10 @@ def _root(
     _debug = debug
 
 
-DATA_OPTION = typer.Option(Path("accord-data"), "--data", help="Data directory holding accord.db.")
-
-
 DEMO_HELP = "\n\n".join(
     (
-        "Tell the two-company story on the embedded SQLite store in --data (./accord-data).",
+        "Tell the two-company story on the embedded SQLite store in --data (./accord-data), or on "
+        "JetStream with --store nats://HOST:PORT[?stream=NAME].",
         "Acme (a customer) and Globex (its implementation partner) each keep private teams, threads and "
         "knowledge. Acme opens the shared network acme-rollout and invites Globex; in its thread "
         "rollout-status both companies' people and agents coordinate a rollout, the agents answering "
@@ -70,15 +68,16 @@ DEMO_HELP = "\n\n".join(
         "Offline by default: a deterministic model that marks its replies \\[offline model]. With "
         "--model openai:<name> --base-url URL the agents run on a real OpenAI-compatible endpoint.",
         "Each run starts over: the demo deletes the store it made in --data on an earlier run, and "
-        "refuses a directory holding any other Accord store unless --fresh. Afterwards `accord replay "
-        "<channel id>` prints any of its channels.",
+        "refuses a directory holding any other Accord store unless --fresh. On JetStream it refuses a "
+        "stream that exists unless --fresh (which deletes it, when no hub serves it). Afterwards "
+        "`accord replay <channel id>` prints any of its channels.",
     )
 )
 
 
 @app.command(help=DEMO_HELP)
 def demo(
-    data: Path = DATA_OPTION,
+    store: str = STORE_OPTION,
     shapes: bool = typer.Option(
         False,
         "--shapes",
@@ -114,19 +113,30 @@ def demo(
             ).create()
         except AccordError as exc:  # the option cannot be used as given: a usage error
             raise CliError(exc.code, f"--model {model}: {exc.message}", status=2) from None
+    spec = store_url(store)
+    if spec.scheme == "memory":
+        raise usage(
+            "the demo checks its audit chain on a store it reopens: give --data DIR or --store nats://…"
+        )
     try:
-        reset(data, force=fresh)
+        if spec.scheme == "nats":
+            from .demo_data import reset_stream
+
+            asyncio.run(reset_stream(spec, force=fresh))
+        else:
+            assert spec.data_dir is not None
+            reset(spec.data_dir, force=fresh)
     except NotADemoDir as exc:
         raise CliError("not_a_demo_dir", str(exc)) from None
     if shapes:
         from .demo import run_demo
 
-        ok = asyncio.run(run_demo(data, Console())).audit_ok
+        ok = asyncio.run(run_demo(spec, Console())).audit_ok
     else:
         from .demo_network import run_story
 
         label = model + (f" at {base_url}" if base_url else "")
-        ok = asyncio.run(run_story(data, Console(), engine, label)).ok
+        ok = asyncio.run(run_story(spec, Console(), engine, label)).ok
     raise typer.Exit(0 if ok else 1)
 
 

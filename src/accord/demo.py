@@ -18,8 +18,8 @@ from rich.table import Table
 
 from .agents import Agent, tool
 from .client import HubClient
+from .demo_data import verify_chain
 from .hub import Hub
-from .hub.audit import verify_store
 from .link import LocalLink
 from .model.envelope import Envelope
 from .model.events import (
@@ -40,7 +40,7 @@ from .protocol.graph import (
     Transition,
     TransitionGraph,
 )
-from .store import SqliteStore
+from .store import StoreURL, open_store, parse_store_url
 from .testing import TestConfig, ToolCall
 
 
@@ -106,10 +106,12 @@ def approve() -> str:
     return "approved"
 
 
-async def run_demo(data_dir: Path, console: Console) -> DemoResult:
+async def run_demo(where: Path | StoreURL, console: Console) -> DemoResult:
+    """The five shapes on a fresh store: a data directory (``demo_data.reset``) or a store URL."""
     started = time.perf_counter()
     result = DemoResult()
-    store = SqliteStore(data_dir / "accord.db")
+    spec = where if isinstance(where, StoreURL) else parse_store_url(where)
+    store = open_store(spec)
     hub = await Hub.open(store, ttl_sweep_interval=0)
     link = LocalLink(hub)
     hc = HubClient(link, hub=hub)
@@ -256,19 +258,16 @@ async def run_demo(data_dir: Path, console: Console) -> DemoResult:
     await people.close()
     await hub.close()
 
-    reader = SqliteStore.open_readonly(data_dir / "accord.db")
-    try:
-        report = await verify_store(reader)
-    finally:
-        await reader.close()
+    report = await verify_chain(spec)
     result.audit_ok = report.ok
     result.seconds = time.perf_counter() - started
-    where = data_dir / "accord.db"
+    durable_in = spec.path if spec.scheme == "sqlite" else f"JetStream stream {spec.stream} on {spec.text}"
     console.print(
-        f"\n{len(result.channels)} channels, {result.envelopes} envelopes, durable in {where}; "
+        f"\n{len(result.channels)} channels, {result.envelopes} envelopes, durable in {durable_in}; "
         f"audit chain: {'[green]verified[/green]' if report.ok else '[red]BROKEN[/red]'} "
         f"({report.records} records). {result.seconds:.2f}s."
     )
     first = next(iter(result.channels.values()))
-    console.print(f"Replay any channel from its log: [bold].venv/bin/accord replay {first}[/bold]")
+    option = f" --data {spec.data_dir}" if spec.scheme == "sqlite" else f" --store '{spec.text}'"
+    console.print(f"Replay any channel from its log: [bold].venv/bin/accord replay {first}{option}[/bold]")
     return result

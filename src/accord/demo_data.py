@@ -18,7 +18,7 @@ from .hub.audit import VerifyReport, verify_store
 from .model.errors import AccordError
 from .protocol.registry import REGISTRY_STREAM, RG_ORG_CREATED, RG_REGISTERED
 from .routines.runs import run_stream
-from .store import SqliteStore
+from .store import SqliteStore, StoreURL, open_store, parse_store_url
 from .store.sqlite import _acquire_lock, _release_lock
 
 MARKER = ".accord-demo"
@@ -78,9 +78,31 @@ def reset(data: Path, *, force: bool = False) -> None:
 RUN_LOGS = run_stream("")  # the prefix of every routine's run log
 
 
-async def verify_chain(db: Path) -> VerifyReport:
+async def reset_stream(spec: StoreURL, *, force: bool = False) -> None:
+    """Leave no stream where the demo will tell its story on JetStream. An existing stream is
+    deleted only with ``force`` (``--fresh``), and only when no hub serves it (``StoreLocked``)."""
+    from .model.errors import NoStore
+    from .store.nats import NatsStore
+
+    store = NatsStore(spec, create=False)
+    try:
+        await store.open()
+    except NoStore:
+        return  # nothing there: the demo creates it
+    if not force:
+        await store.close()
+        raise NotADemoDir(
+            f"stream {spec.stream} on {spec.text} already exists; the demo starts over on each run, so "
+            "give it another ?stream=NAME (or add --fresh to delete that stream)"
+        )
+    await store.destroy()
+
+
+async def verify_chain(where: Path | StoreURL) -> VerifyReport:
     """``verify_store`` on the demo's store, read-only: every stored envelope is in the chain."""
-    store = SqliteStore.open_readonly(db)
+    spec = where if isinstance(where, StoreURL) else parse_store_url(where)
+    store = open_store(spec, readonly=True)
+    await store.open()
     try:
         return await verify_store(store)
     finally:

@@ -31,7 +31,7 @@ from .model.events import EV_TEXT
 from .model.identity import Passport
 from .model.records import Org
 from .routines.worker import RoutineWorker
-from .store import SqliteStore
+from .store import StoreURL, open_store, parse_store_url
 
 
 @dataclass
@@ -262,12 +262,12 @@ async def _runs(hub: Hub, sides: tuple[Side, ...], titles: dict[str, str]) -> li
 
 
 async def run_story(
-    data_dir: Path, console: Console, model: Model | None = None, model_label: str = "offline"
+    where: Path | StoreURL, console: Console, model: Model | None = None, model_label: str = "offline"
 ) -> StoryResult:
-    """Tell the story on ``data_dir/accord.db`` (a fresh store: see ``demo_data.reset``)."""
+    """Tell the story on a fresh store: a data directory (``demo_data.reset``) or a store URL."""
     started = time.perf_counter()
-    db = data_dir / "accord.db"
-    store = SqliteStore(db)
+    spec = where if isinstance(where, StoreURL) else parse_store_url(where)
+    store = open_store(spec)
     hub = await Hub.open(store, ttl_sweep_interval=0)
     recorder = story.Recorder(model if model is not None else story.StoryModel())
     worker = RoutineWorker(hub, model_for=lambda _passport: recorder)
@@ -313,7 +313,7 @@ async def run_story(
         await worker.stop()
         await hub.close()
 
-    result.audit = await verify_chain(db)
+    result.audit = await verify_chain(spec)
     result.seconds = time.perf_counter() - started
-    report.footer(console, result, data_dir)
+    report.footer(console, result, spec)
     return result

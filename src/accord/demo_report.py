@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -15,6 +14,7 @@ from . import demo_story as story
 
 if TYPE_CHECKING:
     from .demo_network import StoryResult
+    from .store import StoreURL
 
 ORG_STYLE = {story.ACME: "cyan", story.GLOBEX: "magenta"}
 
@@ -145,7 +145,7 @@ def runs(console: Console, result: StoryResult) -> None:
             console.print(f"[red]{escape(r['agent'])}: {escape(r['error'])}[/red]")
 
 
-def footer(console: Console, result: StoryResult, data_dir: Path) -> None:
+def footer(console: Console, result: StoryResult, spec: StoreURL) -> None:
     audit = result.audit
     if audit is not None and audit.ok:
         console.print(
@@ -158,9 +158,13 @@ def footer(console: Console, result: StoryResult, data_dir: Path) -> None:
         console.print(f"\n[red]audit chain BROKEN[/red] ({problems} problems):")
         for problem in audit.problems if audit is not None else []:
             console.print(f"  - {escape(problem)}")
+    if spec.scheme == "sqlite":
+        where, option = f"{spec.path}", f"--data {spec.data_dir}"
+    else:
+        where, option = f"JetStream stream {spec.stream} on {spec.text}", f"--store '{spec.text}'"
     console.print(
-        f"Durable in {data_dir / 'accord.db'}; {result.seconds:.2f}s. "
-        f"Replay the shared thread: [bold].venv/bin/accord replay {result.thread_id} --data {data_dir}[/bold]"
+        f"Durable in {where}; {result.seconds:.2f}s. "
+        f"Replay the shared thread: [bold].venv/bin/accord replay {result.thread_id} {option}[/bold]"
     )
     console.print(
         "The five channel shapes (consulting, conversation, discussion, workflow, thread): "

@@ -7,6 +7,7 @@ nats-server)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,29 @@ async def test_a_jetstream_store_another_hub_writes_is_store_locked(nats_url: st
         assert verified.returncode == 0, verified.stderr  # readers need no lease
     finally:
         await holder.close()
+
+
+def test_the_demo_tells_the_same_story_on_jetstream(nats_url: str) -> None:
+    told = accord("demo", "--store", nats_url)
+    assert told.returncode == 0, told.stdout[-2000:] + told.stderr
+    stream = nats_url.rsplit("stream=", 1)[1]
+    assert f"Durable in JetStream stream {stream} on {nats_url}" in " ".join(told.stdout.split())
+    assert "audit chain verified" in told.stdout
+    thread = re.search(r"accord replay (thr_\w+) --store", told.stdout)
+    assert thread is not None, told.stdout[-1000:]
+    replayed = accord("replay", thread.group(1), "--json", "--store", nats_url)
+    assert replayed.returncode == 0, replayed.stderr
+    texts = [json.loads(line)["event_data"].get("text") for line in replayed.stdout.splitlines()]
+    assert any(t and "[offline model]" in t for t in texts)  # the agents answered in the shared thread
+
+    again = accord("demo", "--store", nats_url)  # a stream that exists is not deleted silently
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"error (not_a_demo_dir): stream {stream} on {nats_url} already exists")
+    assert again.stderr.count("\n") == 1
+    fresh = accord("demo", "--store", nats_url, "--fresh")
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_the_demo_needs_a_store_it_can_reopen() -> None:
+    run = accord("demo", "--store", "memory://")
+    assert run.returncode == 2 and run.stderr.startswith("error (usage): the demo checks its audit chain")

@@ -900,10 +900,7 @@ class NatsStore(LogStore):
     async def close(self) -> None:
         if self._closed:
             return
-        if self._refusal is None:
-            self._refusal = f"the store {self.describe_where()} is closed"
-        while self._task is not None:
-            await asyncio.shield(self._task)
+        await self.close_writes()
         if self._lease is not None:
             await self._lease.release()
             self._lease = None
@@ -912,6 +909,28 @@ class NatsStore(LogStore):
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def destroy(self) -> None:
+        """Delete the stream and its buckets — everything this store holds — then close. Only while
+        holding the writer lease (so no hub serves it): ``accord demo --fresh`` starting over."""
+        if not self.exclusive or self._lease is None:
+            raise StoreError("destroy needs the writer lease (a store opened exclusive, not read-only)")
+        await self.close_writes()
+        for name in (f"OBJ_{self.stream}_snapshots", f"OBJ_{self.stream}_knowledge", self.stream):
+            with contextlib.suppress(_ApiError):
+                await self._api(f"$JS.API.STREAM.DELETE.{name}")
+        await self._lease.release()
+        self._lease = None
+        with contextlib.suppress(_ApiError):
+            await self._api(f"$JS.API.STREAM.DELETE.KV_{self.stream}_lease")
+        await self.close()
+
+    async def close_writes(self) -> None:
+        """Refuse new writes and wait for the queued ones."""
+        if self._refusal is None:
+            self._refusal = f"the store {self.describe_where()} is closed"
+        while self._task is not None:
+            await asyncio.shield(self._task)
 
     def _lose_lease(self, why: str) -> None:
         """Fail closed: another hub may be writing now, so this one writes nothing more."""
