@@ -201,6 +201,7 @@ class NatsStore(LogStore):
         self._pending: list[_Op] = []
         self._task: asyncio.Task[None] | None = None
         self._tips: OrderedDict[str, _Tip] = OrderedDict()
+        self._subjects: dict[str, str] = {}  # log name → its subject (quoting is not free)
         self._anchors: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
         self._refusal: str | None = None
         self._closed = False
@@ -383,7 +384,13 @@ class NatsStore(LogStore):
         return nc
 
     def _subject(self, stream: str) -> str:
-        return self._prefix + subject_token(stream)
+        subjects = self._subjects
+        subject = subjects.get(stream)
+        if subject is None:
+            if len(subjects) >= MAX_CACHED_TIPS:
+                subjects.clear()  # a cache of a pure function: dropping it costs only recomputation
+            subject = subjects[stream] = self._prefix + subject_token(stream)
+        return subject
 
     async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JetStream API request; ``_ApiError`` for an error answer, ``StoreError`` for no answer."""
