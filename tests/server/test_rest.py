@@ -43,7 +43,7 @@ def cli(*args: str | Path) -> str:
 
 
 class Server:
-    def __init__(self, data: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, data: Path | str, extra_args: tuple[str, ...] = ()) -> None:
         self.data = data
         self.extra_args = extra_args
         self.port = free_port()
