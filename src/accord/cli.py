@@ -158,8 +158,8 @@ def bench(
     store: str = typer.Option(
         "memory,sqlite",
         "--store",
-        help="Comma-separated stores: memory, sqlite, nats (a local JetStream node the bench starts; "
-        "needs the nats-server binary of the dev extra).",
+        help="Comma-separated stores: memory, sqlite, nats (a local JetStream node the bench starts), "
+        "nats-r3 (a local 3-node cluster, R3); the last two need the nats-server binary of the dev extra.",
     ),
     durability: str = typer.Option("process", "--durability", help="SQLite durability: process|power."),
     as_json: bool = typer.Option(False, "--json", help="One JSON result per line instead of a table."),
@@ -170,11 +170,11 @@ def bench(
     workloads = [w.strip() for w in only.split(",") if w.strip()]
     stores = [s.strip() for s in store.split(",") if s.strip()]
     bad = [w for w in workloads if w not in ACCORD_STORES] + [
-        s for s in stores if s not in ("memory", "sqlite", "nats")
+        s for s in stores if s not in ("memory", "sqlite", "nats", "nats-r3")
     ]
     if bad or not workloads or not stores:
         raise typer.BadParameter(
-            f"unknown workload or store {bad}: workloads are w1..w5, stores memory, sqlite, nats"
+            f"unknown workload or store {bad}: workloads are w1..w5, stores memory, sqlite, nats, nats-r3"
         )
     if durability not in ("process", "power"):
         raise typer.BadParameter(f"durability must be process or power, not {durability!r}")

@@ -134,3 +134,24 @@ class NatsCluster:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    async def wait_ready(self, deadline_s: float = 120.0) -> None:
+        """Return once the cluster can create an R3 stream (its meta leader is elected)."""
+        import asyncio
+
+        from .model.errors import StoreError
+        from .store.nats import NatsStore
+        from .store.url import parse_store_url
+
+        end = time.monotonic() + deadline_s
+        while True:
+            probe = NatsStore(parse_store_url(f"{self.url}?stream=READY&replicas=3"))
+            try:
+                await probe.open()
+                await probe.destroy()
+                return
+            except StoreError:
+                await probe.close()
+                if time.monotonic() > end:
+                    raise
+                await asyncio.sleep(0.2)

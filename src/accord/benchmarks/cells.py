@@ -93,10 +93,11 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
 }
 
 #: Accord's stores in the comparison. W4 needs a store that outlives the process. ``nats`` (one local
-#: JetStream node, R1) runs only when asked for: it needs the nats-server binary (the dev extra).
+#: JetStream node, R1) and ``nats-r3`` (a local 3-node cluster, R3) run only when asked for: they need
+#: the nats-server binary (the dev extra).
 ACCORD_STORES: dict[str, tuple[str, ...]] = {
-    "w1": ("memory", "sqlite", "nats"),
-    "w2": ("memory", "sqlite", "nats"),
+    "w1": ("memory", "sqlite", "nats", "nats-r3"),
+    "w2": ("memory", "sqlite", "nats", "nats-r3"),
     "w3": ("memory", "sqlite", "nats"),
     "w4": ("sqlite", "nats"),
     "w5": ("memory", "sqlite"),

@@ -39,14 +39,25 @@ def run_bench(
     console = Console(stderr=as_json)
     work = Path(tempfile.mkdtemp(prefix="accord-bench-"))
     results: list[dict[str, Any]] = []
-    nats = None
+    nats = cluster = None
     if any(c.store == "nats" for c in cells):
         from ..nats_local import NatsServer
 
         nats = NatsServer(store_dir=work / "nats").start()  # one local JetStream node for the run
+    if any(c.store == "nats-r3" for c in cells):
+        import asyncio
 
-    def url(name: str) -> str:
-        return f"{nats.url}?stream={name}" if nats is not None else ""
+        from ..nats_local import NatsCluster
+
+        cluster = NatsCluster(work / "cluster").start()  # three local nodes, routed together
+        asyncio.run(cluster.wait_ready())
+
+    def url(store: str, name: str) -> str:
+        if store == "nats" and nats is not None:
+            return f"{nats.url}?stream={name}"
+        if store == "nats-r3" and cluster is not None:
+            return f"{cluster.url}?stream={name}&replicas=3"
+        return ""
 
     try:
         histories = {}
@@ -63,7 +74,7 @@ def run_bench(
             for c in builds:
                 progress.update(task, description=f"building W4 history ({c.n:,} envelopes)")
                 path = str(work / f"history-{c.store}")
-                run_in_subprocess("build", c.with_(path=path, url=url("HISTORY")))
+                run_in_subprocess("build", c.with_(path=path, url=url(c.store, "HISTORY")))
                 histories[c.store] = path
                 progress.advance(task)
             for r in range(rounds):
@@ -75,7 +86,7 @@ def run_bench(
                         else str(work / f"r{r}-{c.workload}-{c.store}")
                     )
                     stream = "HISTORY" if c.workload == "w4" else f"R{r}_{c.workload.upper()}"
-                    res = run_in_subprocess("run", c.with_(path=path, url=url(stream)))
+                    res = run_in_subprocess("run", c.with_(path=path, url=url(c.store, stream)))
                     res["round"] = r
                     results.append(res)
                     if c.workload != "w4":
@@ -84,6 +95,8 @@ def run_bench(
     finally:
         if nats is not None:
             nats.stop()
+        if cluster is not None:
+            cluster.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     if as_json:
         for res in results:
@@ -103,7 +116,11 @@ def table(results: list[dict[str, Any]], rounds: int) -> Table:
     for (w, store), runs in by_cell.items():
         c = runs[0]["cell"]
         size = f"{c['channels']}×{c['n']:,}" if w == "w2" else f"{c['n']:,}"
-        label = f"sqlite·{c['durability']}" if store == "sqlite" else "nats·R1" if store == "nats" else store
+        label = (
+            f"sqlite·{c['durability']}"
+            if store == "sqlite"
+            else {"nats": "nats·R1", "nats-r3": "nats·R3"}.get(store, store)
+        )
         for fig in FIGURES[w]:
             vals = [fig.of(r) for r in runs]
             med, lo, hi = (fig.fmt(v) for v in (statistics.median(vals), min(vals), max(vals)))

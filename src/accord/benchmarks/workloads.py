@@ -36,7 +36,7 @@ def _store(cell: Cell, name: str = "accord.db") -> LogStore:
         return MemoryStore()
     if cell.store == "sqlite":
         return SqliteStore(Path(cell.path) / name, durability=cell.durability)  # type: ignore[arg-type]
-    if cell.store == "nats":
+    if cell.store in ("nats", "nats-r3"):
         return open_store(cell.url)
     raise ValueError(f"Accord has no {cell.store!r} store")
 
@@ -47,6 +47,8 @@ def durability_of(cell: Cell) -> tuple[str, str]:
         return "none (memory)", "never"
     if cell.store == "nats":
         return "process (JetStream file store, R1, acked once written)", "every 2 min (sync_interval)"
+    if cell.store == "nats-r3":
+        return "node loss (JetStream R3, acked once in a quorum of 2)", "every 2 min (sync_interval)"
     if cell.durability == "power":
         return "power (synchronous=FULL)", "every commit"
     return "process (WAL, synchronous=NORMAL)", "at checkpoints"
