@@ -290,6 +290,12 @@ def serve(
     durability: str = typer.Option(
         "process", "--durability", help="process (survives kill -9) or power (also survives power loss)."
     ),
+    standby: bool = typer.Option(
+        False,
+        "--standby",
+        help="nats:// only: if another hub serves the stream, wait until its writer lease ends (it "
+        "stopped, or died and the lease expired), then serve. Without it, serve refuses (store_locked).",
+    ),
     model: str = typer.Option(
         "offline",
         "--model",
@@ -356,6 +362,8 @@ def serve(
     spec = store_url(store)
     if not init:
         require_store(spec)
+    if standby and spec.scheme != "nats":
+        raise usage("--standby is for a nats:// store (a SQLite store has one hub by its file lock)")
     if spec.scheme == "nats":
         # reachable, and the stream there (or made, with --init), before a port is bound; the hub
         # connects again inside the server's own event loop
@@ -382,6 +390,7 @@ def serve(
         socket_budget=socket_budget,
         sockets_budget=sockets_budget,
         store=opened,
+        standby=standby,
     )
     application.state.log_fields = {
         "store_url": str(spec),
@@ -419,8 +428,15 @@ def serve(
 
 
 async def _check_networked(spec: StoreURL, *, create: bool) -> None:
-    """Connect to a networked store once and let go: unreachable or missing is one line, now."""
-    store = await open_existing(spec, create=create)
+    """Connect to a networked store once and let go: unreachable or missing is one line, now. It
+    reads only (a standby must not take the writer lease here); a missing stream is made with
+    ``create``, when no hub can be writing it."""
+    try:
+        store = await open_existing(spec, readonly=True)
+    except CliError as exc:
+        if exc.code != "no_store" or not create:
+            raise
+        store = await open_existing(spec, create=True)
     await store.close()
 
 

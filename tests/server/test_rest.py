@@ -50,7 +50,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
         args = [
             str(ACCORD),
             "serve",
@@ -63,7 +63,12 @@ class Server:
             *self.extra_args,  # later options win: ("--log-level", "info") overrides the default above
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
+        if wait:
+            self.wait_ready(30)
+
+    def wait_ready(self, deadline_s: float) -> None:
+        """Until ``/healthz`` answers: the hub is open and the port serves."""
+        deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:

@@ -66,3 +66,60 @@ def test_serve_init_creates_the_stream_and_nothing_else(nats_url: str, tmp_path:
     assert list(tmp_path.iterdir()) == []
     listed = cli("orgs", "list", "--json", "--store", nats_url)
     assert json.loads(listed) == []
+
+
+async def test_a_standby_hub_takes_over_when_the_serving_one_is_killed(nats_url: str) -> None:
+    """Two `accord serve` on one stream: A serves, B waits (--standby). kill -9 A: its writer lease
+    expires (lease=3 s), B takes it and serves, and WsLink clients given both URLs move to B and
+    carry on — every message once and in order. Waits are for events, under hang backstops."""
+    import asyncio
+    import time
+
+    from test_wslink import eventually
+
+    from accord import Envelope, HubClient, Passport, RemoteHub, WsLink
+
+    url = f"{nats_url}&lease=3"
+    key = json.loads(cli("orgs", "create", "Acme", "--json", "--store", url))["api_key"]
+    a, b = Server(url), Server(url, extra_args=("--standby",))
+    a.start()
+    b.start(wait=False)  # it waits for A's lease; its port does not answer yet
+    received: list[Envelope] = []
+    links = {"max_backoff": 0.2, "reconnect_wait": 300.0, "open_timeout": 2.0}
+    consumer_hc = HubClient(WsLink([a.url, b.url], key, **links))
+    producer_hc = HubClient(WsLink([a.url, b.url], key, **links))
+    try:
+        await consumer_hc.register_human(Passport(name="consumer"), on_envelope=received.append)
+        producer = await producer_hc.register(None, Passport(name="producer"))
+        channel = await producer.open("conversation", "consumer")
+        for i in range(20):
+            await channel.send(f"n{i}")
+        await eventually(lambda: len([e for e in received if e.event_type == "text"]) == 20, 120, "n0..n19")
+        assert a.proc is not None
+        killed = time.monotonic()
+        a.proc.kill()  # kill -9: no clean close, the lease lapses on its own
+        a.proc.wait()
+        a.proc = None
+        await asyncio.to_thread(b.wait_ready, 300)
+        for i in range(20, 40):
+            await channel.send(f"n{i}")  # the producer's link has moved to B
+        await eventually(lambda: len([e for e in received if e.event_type == "text"]) == 40, 300, "n20..n39")
+        failover = time.monotonic() - killed
+        texts = [e.event_data["text"] for e in received if e.event_type == "text"]
+        assert texts == [f"n{i}" for i in range(40)]  # once each, in order
+        seqs = [e.seq for e in received if e.channel_id == channel.channel_id]
+        assert seqs == sorted(set(seqs))
+        wal_hub = RemoteHub(b.url, key)
+        try:
+            wal = await wal_hub.read_wal(channel.channel_id)
+        finally:
+            await wal_hub.close()
+        assert [e.event_data["text"] for e in wal if e.event_type == "text"] == texts
+        print(f"\nstandby failover: hub killed, 40 messages once and in order, back in {failover:.1f} s")
+    finally:
+        await consumer_hc.close()
+        await producer_hc.close()
+        if a.proc is not None:
+            a.proc.kill()
+        if b.proc is not None:
+            b.stop()

@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -65,13 +66,17 @@ def socket_url(url: str) -> str:
 class WsLink(Link):
     """``WsLink("http://127.0.0.1:8700", api_key)``: one socket per ``connect()``, reconnecting by itself.
 
+    ``url`` may be several servers (a list, or one string of comma-separated URLs): hub nodes in front
+    of one store. A connection attempt that fails moves on to the next, so when a node dies the link
+    reconnects to another and resumes from the durable log as after any reconnect.
+
     ``reconnect_wait`` bounds how long a call waits for a lost connection to come back before it fails
     with ``disconnected``; ``max_backoff`` caps the delay between reconnect attempts.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         api_key: str,
         *,
         reconnect_wait: float = 30.0,
@@ -81,12 +86,24 @@ class WsLink(Link):
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise InvalidInput("WsLink needs an API key")
-        self.url = socket_url(url)
+        urls = url.split(",") if isinstance(url, str) else list(url)
+        self.urls = [socket_url(u.strip()) for u in urls if u.strip()]
+        if not self.urls:
+            raise InvalidInput("WsLink needs a server URL")
+        self._current = 0
         self.api_key = api_key
         self.reconnect_wait = reconnect_wait
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
         self.heartbeat = heartbeat
+
+    @property
+    def url(self) -> str:
+        """The server the link uses now (or tries next)."""
+        return self.urls[self._current]
+
+    def _next_server(self) -> None:
+        self._current = (self._current + 1) % len(self.urls)
 
     async def connect(self) -> WsConnection:
         conn = WsConnection(self)
@@ -140,7 +157,15 @@ class WsConnection(Connection):
     # --- the connection's life ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        ws = await self._open()  # the first connection's errors (bad key, no server) reach the caller
+        # the first connection's errors (bad key, no server) reach the caller, once every server
+        # has been tried
+        for attempt in range(len(self.link.urls)):
+            try:
+                ws = await self._open()
+                break
+            except Disconnected:
+                if attempt == len(self.link.urls) - 1:
+                    raise
         self._runner = asyncio.get_running_loop().create_task(self._run(ws))
         try:
             await asyncio.wait_for(self._ready.wait(), self.link.reconnect_wait)
@@ -165,13 +190,17 @@ class WsConnection(Connection):
             status = exc.response.status_code
             if status in (401, 403):
                 raise Unauthenticated("the hub refused the API key") from None
+            if status >= 500:  # a node starting up or going away: try the next
+                self.link._next_server()
             raise Disconnected(f"the hub refused the socket with HTTP {status}") from None
         except InvalidURI as exc:
             raise InvalidInput(str(exc)) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             # InvalidHandshake: e.g. a server shutting down or starting up took the TCP connection and
             # closed it before answering the upgrade — as retryable as a refused connection
-            raise Disconnected(f"cannot reach the hub at {self.link.url}: {exc}") from None
+            where = self.link.url
+            self.link._next_server()  # the next attempt tries another node, if there is one
+            raise Disconnected(f"cannot reach the hub at {where}: {exc}") from None
         self._join_ref = str(next(self._refs))
         try:
             await ws.send(orjson.dumps([self._join_ref, self._join_ref, "hub", "phx_join", {}]).decode())

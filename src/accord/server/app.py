@@ -204,6 +204,7 @@ def app_for_store(
     socket_budget: int = DEFAULT_SOCKET_BUDGET,
     sockets_budget: int = DEFAULT_SOCKETS_BUDGET,
     store: LogStore | None = None,
+    standby: bool = False,
 ) -> FastAPI:
     """The app ``accord serve`` runs: a hub on the store ``spec`` names (a URL or a data directory),
     routines answering with ``model`` (an agent's own ``model`` spec wins). The provider key comes
@@ -213,13 +214,14 @@ def app_for_store(
     ``store``: that store already opened (and, for SQLite, locked) by the caller, as ``accord serve``
     does so that a locked store is refused before the server starts; the hub opened on it closes it
     as usual. Otherwise the store is opened inside the server's event loop, at startup (a JetStream
-    connection belongs to the loop that made it)."""
+    connection belongs to the loop that made it). ``standby``: wait for the writer lease of a
+    JetStream store that another hub serves (startup completes once this hub holds it)."""
     from ..agents.models.resolve import Endpoint, ModelPool
 
     async def open_hub() -> Hub:
         if store is not None:
             return await Hub.open(store)
-        return await Hub.open(open_store(spec, durability=durability))  # type: ignore[arg-type]
+        return await Hub.open(open_store(spec, durability=durability, standby=standby))  # type: ignore[arg-type]
 
     app = create_app(open_hub=open_hub, dev=dev, socket_budget=socket_budget, sockets_budget=sockets_budget)
     pool = ModelPool(model, Endpoint(base_url, os.environ.get("ACCORD_MODEL_API_KEY")))

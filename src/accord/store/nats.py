@@ -175,7 +175,8 @@ class NatsStore(LogStore):
         readonly: bool = False,
         create: bool = True,
         exclusive: bool = True,
-        lease_ttl: float = 30.0,
+        lease_ttl: float | None = None,
+        standby: bool = False,
         request_timeout: float = 5.0,
         commit_deadline: float = 30.0,
         connect_timeout: float = 2.0,
@@ -187,7 +188,8 @@ class NatsStore(LogStore):
         self._create = create and not readonly
         #: holds the writer lease while open (a read-only store never takes it)
         self.exclusive = exclusive and not readonly
-        self._lease_ttl = lease_ttl
+        self._lease_ttl = lease_ttl if lease_ttl is not None else spec.lease
+        self._standby = standby
         self._lease: WriterLease | None = None
         #: set when this store lost its writer lease (and so refuses writes)
         self.lease_lost = asyncio.Event()
@@ -276,7 +278,7 @@ class NatsStore(LogStore):
                 from .nats_lease import WriterLease
 
                 lease = WriterLease(self, self._lease_ttl)
-                await lease.acquire()
+                await lease.acquire(wait=self._standby)
                 self._lease = lease
         except BaseException:
             self._nc = None

@@ -67,17 +67,32 @@ class WriterLease:
                 )
             )
 
-    async def acquire(self) -> None:
-        """Take the lease, or raise ``StoreLocked`` naming who holds it."""
+    async def acquire(self, *, wait: bool = False) -> None:
+        """Take the lease, or raise ``StoreLocked`` naming who holds it; with ``wait``, a standby:
+        ask again every ``ttl/6`` until the holder lets go or its lease expires."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         kv = self._kv = await self._open_bucket()
+        ttl = (await kv.status()).ttl
+        if ttl:  # the bucket's TTL is what expires a holder; renew by it, whatever this URL says
+            self.ttl = float(ttl)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         self._value = orjson.dumps(holder)
-        try:
-            self._revision = await kv.create(KEY, self._value)
-        except KeyWrongLastSequenceError:
-            raise self._held_by(await self._holder(kv)) from None
+        said = False
+        while True:
+            try:
+                self._revision = await kv.create(KEY, self._value)
+                break
+            except KeyWrongLastSequenceError:
+                held = self._held_by(await self._holder(kv))
+                if not wait:
+                    raise held from None
+                if not said:
+                    log.warning("standby: %s; waiting for its writer lease", held.message)
+                    said = True
+                await asyncio.sleep(self.ttl / 6)
+        if said:
+            log.warning("standby: took the writer lease of %s; serving", self.store.stream)
         self._task = asyncio.get_running_loop().create_task(self._renew(), name="accord-nats-lease")
 
     async def _holder(self, kv: KeyValue) -> dict[str, Any]:

@@ -4,10 +4,11 @@
   default. A path whose name ends in ``.db`` (or that is an existing file) is the database file
   itself; any other path is a data directory holding ``accord.db`` (and ``knowledge.db`` beside it).
 * ``memory://`` (also ``memory``, ``:memory:``) — a throwaway in-process store.
-* ``nats://host:port[,host:port…][?stream=ACCORD&replicas=1]`` — JetStream (``store/nats.py``). The
-  servers are tried in turn and the client fails over among them; ``stream`` names the JetStream
+* ``nats://host:port[,host:port…][?stream=ACCORD&replicas=1&lease=30]`` — JetStream (``store/nats.py``).
+  The servers are tried in turn and the client fails over among them; ``stream`` names the JetStream
   stream (and prefixes the buckets beside it), ``replicas`` is its replication factor when this
-  process creates it (R1 on one node, R3 on a three-node cluster).
+  process creates it (R1 on one node, R3 on a three-node cluster), ``lease`` how many seconds a
+  hub's writer lease lasts unless renewed (how soon a standby takes over from a hub that died).
 
 Parsing is pure and raises ``InvalidInput`` with what to write instead, so a typo in ``--store`` is a
 one-line error before anything is opened or created.
@@ -36,7 +37,7 @@ _SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _HOST_PORT: Final = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$")
 #: JetStream stream names: no whitespace, ``.``, ``*``, ``>``, path separators (nats-server's rule)
 _STREAM_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_NATS_OPTIONS: Final = ("stream", "replicas")
+_NATS_OPTIONS: Final = ("stream", "replicas", "lease")
 _HELP: Final = "use sqlite:///DIR (or a directory path), memory://, or nats://HOST:PORT[,HOST:PORT…]"
 
 
@@ -55,6 +56,8 @@ class StoreURL:
     stream: str = DEFAULT_NATS_STREAM
     #: nats: replicas of the stream when it is created here
     replicas: int = 1
+    #: nats: seconds a writer lease lasts unless renewed (how soon a standby takes over a dead hub)
+    lease: float = 30.0
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -68,7 +71,7 @@ class StoreURL:
             return f"sqlite://{self.path}"
         if self.scheme == "memory":
             return "memory://"
-        query = f"?stream={self.stream}&replicas={self.replicas}"
+        query = f"?stream={self.stream}&replicas={self.replicas}&lease={self.lease:g}"
         return "nats://" + ",".join(s.removeprefix("nats://") for s in self.servers) + query
 
 
@@ -133,8 +136,21 @@ def _nats(rest: str, text: str) -> StoreURL:
     replicas_text = options.get("replicas", "1")
     if not replicas_text.isdigit() or not 1 <= int(replicas_text) <= 5:
         raise InvalidInput(f"replicas={replicas_text!r}: JetStream keeps 1 to 5 replicas")
+    lease_text = options.get("lease", "30")
+    try:
+        lease = float(lease_text)
+    except ValueError:
+        lease = 0.0
+    if not 1.0 <= lease <= 3600.0:
+        raise InvalidInput(f"lease={lease_text!r}: the writer lease lasts 1 to 3600 seconds")
     return StoreURL(
-        "nats", text, servers=tuple(servers), stream=stream, replicas=int(replicas_text), options=options
+        "nats",
+        text,
+        servers=tuple(servers),
+        stream=stream,
+        replicas=int(replicas_text),
+        lease=lease,
+        options=options,
     )
 
 
@@ -144,6 +160,7 @@ def open_store(
     durability: Durability = "process",
     readonly: bool = False,
     create: bool = True,
+    standby: bool = False,
 ) -> LogStore:
     """The store ``url`` names, ready for ``await store.open()`` (which ``Hub.open`` calls).
 
@@ -152,6 +169,8 @@ def open_store(
     to SQLite (``process`` or ``power``); JetStream's is its replication (``replicas``). Without
     ``create``, a JetStream store whose stream does not exist yet raises ``NoStore`` on ``open()``
     instead of creating it (a SQLite caller checks for the file first: ``cli_store.require_store``).
+    With ``standby``, a JetStream store that another hub writes waits on ``open()`` until that hub's
+    writer lease ends instead of raising ``StoreLocked`` (``accord serve --standby``).
     """
     from .memory import MemoryStore
 
@@ -161,7 +180,7 @@ def open_store(
     if spec.scheme == "nats":
         from .nats import NatsStore
 
-        return NatsStore(spec, readonly=readonly, create=create and not readonly)
+        return NatsStore(spec, readonly=readonly, create=create and not readonly, standby=standby)
     from .sqlite import SqliteStore
 
     assert spec.path is not None
