@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from .cli_cluster import cluster_app
 from .cli_common import KEY_OPTION, URL_OPTION, post_as
 from .cli_errors import CliError, usage
 from .cli_network import agents_app, invites_app, teams_app, threads_app, users_app
@@ -41,6 +42,7 @@ app.add_typer(orgs_app, name="orgs")
 keys_app = typer.Typer(help="API keys: list, create, revoke (secrets are shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
+app.add_typer(cluster_app, name="cluster")
 
 #: set by the root option ``--debug`` (or ``ACCORD_DEBUG=1``): a failure also prints its traceback
 _debug = False
