@@ -308,3 +308,85 @@ async def test_a_holder_that_lost_its_lease_refuses_to_write(nats_url: str, nats
     finally:
         await nc.close()
         await first.close()
+
+
+# --- lost acks (fault injection at the publish call: what a timeout looks like to the store) --------
+
+
+async def test_a_batch_whose_ack_was_lost_and_that_lands_late_is_a_success_once(nats_url: str) -> None:
+    import accord.store.nats as nats_store
+
+    store = await opened(nats_url)
+    real_publish = store._publish
+    held: list[list[tuple[str, bytes, dict[str, str]]]] = []
+
+    async def publish(messages: list[tuple[str, bytes, dict[str, str]]]) -> dict[str, object]:
+        if not held:  # the first try: its ack is lost, and it lands only later (re-sent on reconnect)
+            held.append(messages)
+            raise nats_store._Unknown("nats: timeout")
+        return await real_publish(messages)
+
+    real_landed = store._landed
+
+    async def landed(plan: nats_store._Plan, deadline: float) -> bool:
+        answer = await real_landed(plan, deadline)
+        if held and held[0]:
+            late, held[0] = held[0], []
+            await real_publish(late)  # ... and now it lands, after the store looked
+        return answer
+
+    store._publish = publish  # type: ignore[method-assign]
+    store._landed = landed  # type: ignore[method-assign]
+    try:
+        await store.append_group([("thr", [env("thr", 1)], 0), ("audit", [env("audit", 1)], 0)])
+        assert [e.envelope_id for e in await store.read("thr")] == ["env_1_x"]
+        assert [e.envelope_id for e in await store.read("audit")] == ["env_1_x"]
+    finally:
+        await store.close()
+
+
+async def test_an_ack_that_never_comes_fails_the_append_at_the_deadline(nats_url: str) -> None:
+    import accord.store.nats as nats_store
+
+    store = await opened(nats_url, commit_deadline=1.0)
+
+    async def publish(messages: list[tuple[str, bytes, dict[str, str]]]) -> dict[str, object]:
+        await asyncio.sleep(0.1)  # stands in for a request timeout; nothing is sent
+        raise nats_store._Unknown("nats: timeout")
+
+    store._publish = publish  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError) as info:
+            await asyncio.wait_for(store.append("thr", [env("thr", 1)], 0), 300)
+        assert "did not commit a batch within 1 s" in info.value.message
+    finally:
+        await store.close()
+
+
+async def test_a_renewal_whose_ack_was_lost_keeps_the_lease(nats_url: str) -> None:
+    import nats.errors
+
+    store = await opened(nats_url, lease_ttl=1.2)  # renews every 0.2 s
+    assert store._lease is not None and store._lease._kv is not None
+    kv = store._lease._kv
+    real_update = kv.update
+    renewals = 0
+    renewed_after = asyncio.Event()
+
+    async def update(key: str, value: bytes, last: int | None = None, **kwargs: object) -> int:
+        nonlocal renewals
+        renewals += 1
+        revision = await real_update(key, value, last=last)
+        if renewals == 1:
+            raise nats.errors.TimeoutError  # applied on the server; the answer did not arrive
+        if renewals >= 4:
+            renewed_after.set()
+        return revision
+
+    kv.update = update  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(renewed_after.wait(), 300)
+        assert not store.lease_lost.is_set()
+        await store.append("thr", [env("thr", 1)], 0)
+    finally:
+        await store.close()

@@ -36,6 +36,7 @@ keeps every log's seqs unique and contiguous, and the loser of a race gets ``Seq
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import logging
@@ -49,7 +50,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from ..model.envelope import Envelope
-from ..model.errors import InvalidInput, NoStore, PayloadTooLarge, SeqConflict, StoreError
+from ..model.errors import AccordError, InvalidInput, NoStore, PayloadTooLarge, SeqConflict, StoreError
 from .base import (
     AppendPart,
     LogStore,
@@ -84,6 +85,8 @@ READ_PAGE_BYTES: Final = 8 << 20
 MAX_CACHED_TIPS: Final = 50_000
 #: (seq → stream sequence) pairs remembered per log, to bound later searches
 ANCHORS_PER_LOG: Final = 16
+#: times a read is asked again while the replica answering it is behind the leader's tip
+READ_RETRIES: Final = 12
 #: times a batch is re-planned after the server refused its compare-and-set, before giving up
 MAX_REPLANS: Final = 8
 #: JetStream's duplicate window: a retried batch within it is recognised by its message ids
@@ -96,6 +99,7 @@ _ERR_WRONG_LAST_SEQ: Final = 10071
 _ERR_DUPLICATE_IN_BATCH: Final = 10201
 _ERR_STREAM_NOT_FOUND: Final = 10059
 _ERR_STREAM_NAME_IN_USE: Final = 10058
+_ERR_NO_MESSAGE: Final = 10037
 _SAFE: Final = "_-:=~"
 
 
@@ -156,6 +160,10 @@ class _Refused(Exception):
 
 class _Unknown(Exception):
     """The batch may or may not have landed (timeout, lost connection, duplicate ids)."""
+
+
+class _Behind(StoreError):
+    """A replica answered from behind the tip the leader gave (reads retry; then it is a StoreError)."""
 
 
 class _ApiError(Exception):
@@ -280,10 +288,12 @@ class NatsStore(LogStore):
                 lease = WriterLease(self, self._lease_ttl)
                 await lease.acquire(wait=self._standby)
                 self._lease = lease
-        except BaseException:
+        except BaseException as exc:
             self._nc = None
             with contextlib.suppress(Exception):
                 await nc.close()
+            if isinstance(exc, Exception) and not isinstance(exc, AccordError):
+                raise StoreError(f"opening {self.describe_where()}: {_why(exc)}") from None
             raise
 
     async def _ensure_stream(self) -> None:
@@ -447,12 +457,18 @@ class NatsStore(LogStore):
             del anchors[0 if i > len(anchors) // 2 else -1]  # keep both ends of what is known
 
     async def _fresh_tip(self, subject: str) -> _Tip:
-        msg = await self._direct(f"$JS.API.DIRECT.GET.{self.stream}.{subject}")
-        if msg is None:
+        """The log's tip as the stream's leader has it. Not a direct get: on a replicated stream any
+        replica may answer those, a little behind, and a tip decides conflicts and landings."""
+        try:
+            answer = await self._api(f"$JS.API.STREAM.MSG.GET.{self.stream}", {"last_by_subj": subject})
+        except _ApiError as exc:
+            if exc.err_code != _ERR_NO_MESSAGE:
+                raise StoreError(f"reading {self.stream}: {exc.description}") from None
             tip = _Tip(0, 0)
         else:
-            headers = msg.headers or {}
-            tip = _Tip(int(headers[_SEQ]), int(headers["Nats-Sequence"]))
+            message = answer.get("message") or {}
+            headers = _header_block(base64.b64decode(message.get("hdrs") or b""))
+            tip = _Tip(int(headers[_SEQ]), int(message["seq"]))
         self._remember_tip(subject, tip)
         return self._tips.get(subject, tip)
 
@@ -564,20 +580,32 @@ class NatsStore(LogStore):
 
     async def _commit(self, batch: list[_Op]) -> None:
         """Publish the batch until it commits, its ops conflict, or the deadline passes; then write
-        its snapshots and settle every op in issue order."""
+        its snapshots and settle every op in issue order.
+
+        Every attempt whose outcome could not be learned is kept: one of them may land later (its
+        messages re-sent on reconnect, a slow replicated commit). Before a conflict is final, each is
+        looked up against the same authoritative tips the conflict was found on — if the log moved
+        because of one of them, that attempt is the outcome; if it moved because of another writer,
+        no earlier attempt can land any more (each carried the compare-and-set of the tips it saw)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._deadline
         fresh: set[str] = set()  # subjects whose tip was read from the server for this batch
-        unknown: _Plan | None = None  # an attempt whose outcome we could not learn
+        known: dict[str, _Tip] = {}  # this batch's tips
+        unknown: list[_Plan] = []  # attempts whose outcome we could not learn
         refusals = 0
         while True:
-            if unknown is not None and await self._landed(unknown, deadline):
-                # an earlier attempt did land (e.g. its messages were re-sent on reconnect)
-                plan = unknown
-                self._forget(plan, fresh)
-                self._count(batch, plan, len(plan.messages))
-                break
-            plan = await self._plan(batch, fresh)
+            if loop.time() >= deadline:
+                raise StoreError(
+                    f"JetStream at {self.describe_where()} did not commit a batch within {self._deadline:g} s"
+                )
+            plan = await self._plan(batch, fresh, known)
+            if unknown and (plan.failed or not plan.messages or refusals):
+                landed = await self._landed_any(unknown, deadline)
+                if landed is not None:
+                    plan = landed
+                    self._forget(plan, fresh, known)
+                    self._count(batch, plan, len(plan.messages))
+                    break
             if not plan.messages:
                 self._count(batch, plan, 0)
                 break
@@ -585,14 +613,19 @@ class NatsStore(LogStore):
                 ack = await self._publish(plan.messages)
             except _Refused:
                 refusals += 1
-                self._forget(plan, fresh)
+                self._forget(plan, fresh, known)
                 if refusals > MAX_REPLANS:
                     raise StoreError(f"{len(plan.ends)} logs kept changing under this batch") from None
                 continue
             except _Unknown as exc:
                 log.warning("a batch of %d messages is unconfirmed (%s); checking", len(plan.messages), exc)
-                self._forget(plan, fresh)
-                unknown = plan
+                self._forget(plan, fresh, known)
+                unknown.append(plan)
+                landed = await self._landed_any(unknown, deadline)
+                if landed is not None:
+                    plan = landed
+                    self._count(batch, plan, len(plan.messages))
+                    break
                 continue
             first = int(ack["seq"]) - len(plan.messages) + 1
             for subject, (seq, index) in plan.ends.items():
@@ -608,10 +641,17 @@ class NatsStore(LogStore):
         for i, op in enumerate(batch):
             settle(op.fut, plan.failed.get(i), op.on_done)
 
-    def _forget(self, plan: _Plan, fresh: set[str]) -> None:
+    async def _landed_any(self, plans: list[_Plan], deadline: float) -> _Plan | None:
+        for plan in plans:
+            if await self._landed(plan, deadline):
+                return plan
+        return None
+
+    def _forget(self, plan: _Plan, fresh: set[str], known: dict[str, _Tip]) -> None:
         """Drop what is cached about the plan's logs: the next plan reads their tips afresh."""
         for subject in plan.ends:
             self._tips.pop(subject, None)
+            known.pop(subject, None)
             fresh.discard(subject)
 
     def _count(self, batch: list[_Op], plan: _Plan, messages: int) -> None:
@@ -623,34 +663,43 @@ class NatsStore(LogStore):
         stats.conflicts += conflicts
         stats.appends += sum(1 for i, op in enumerate(batch) if op.parts is not None and i not in plan.failed)
 
-    async def _plan(self, batch: list[_Op], fresh: set[str]) -> _Plan:
+    async def _plan(self, batch: list[_Op], fresh: set[str], known: dict[str, _Tip]) -> _Plan:
         """Check every op against the logs' tips and lay out the messages of those that hold.
 
-        A conflict found against a cached tip is only final once that tip has been re-read: another
-        node may have moved the log to exactly where this op expects it."""
+        ``known`` holds this batch's tips (the shared cache may evict while we wait). A conflict
+        found against a cached tip is only final once that tip has been re-read: another node may
+        have moved the log to exactly where this op expects it."""
         while True:
             need: set[str] = set()
             for op in batch:
                 for part in op.parts or ():
-                    if part.subject not in self._tips or (not part.payloads and part.subject not in fresh):
-                        need.add(part.subject)
-            await self._load_tips(need, fresh)
-            plan = self._lay_out(batch)
+                    subject = part.subject
+                    if not part.payloads and subject not in fresh:
+                        need.add(subject)  # nothing to carry a compare-and-set: check it now
+                    elif subject not in known:
+                        cached = self._tips.get(subject)
+                        if cached is None:
+                            need.add(subject)
+                        else:
+                            known[subject] = cached
+            await self._load_tips(need, fresh, known)
+            plan = self._lay_out(batch, known)
             doubtful = plan.doubtful - fresh
             if not doubtful:
                 return plan
-            await self._load_tips(doubtful, fresh)
+            await self._load_tips(doubtful, fresh, known)
 
-    async def _load_tips(self, subjects: set[str], fresh: set[str]) -> None:
+    async def _load_tips(self, subjects: set[str], fresh: set[str], known: dict[str, _Tip]) -> None:
         if not subjects:
             return
         ordered = sorted(subjects)
         for start in range(0, len(ordered), 64):  # a bounded number of requests in flight
             chunk = ordered[start : start + 64]
-            await asyncio.gather(*(self._fresh_tip(s) for s in chunk))
+            tips = await asyncio.gather(*(self._fresh_tip(s) for s in chunk))
+            known.update(zip(chunk, tips, strict=True))
             fresh.update(chunk)
 
-    def _lay_out(self, batch: list[_Op]) -> _Plan:
+    def _lay_out(self, batch: list[_Op], known: dict[str, _Tip]) -> _Plan:
         plan = _Plan()
         ends: dict[str, int] = {}  # subject → seq where the batch leaves it so far
         for i, op in enumerate(batch):
@@ -663,7 +712,7 @@ class NatsStore(LogStore):
                 if current is None:
                     current = ends.get(part.subject)
                 if current is None:
-                    current = self._tips[part.subject].seq
+                    current = known[part.subject].seq
                 if current != part.expected:
                     failure = conflict(part.stream, part.expected, current)
                     plan.doubtful.add(part.subject)
@@ -678,7 +727,7 @@ class NatsStore(LogStore):
                     seq += 1
                     headers = {_SEQ: str(seq), _MSG_ID: msg_id}
                     if part.subject not in plan.ends:
-                        headers[_EXPECT] = str(self._tips[part.subject].sseq)
+                        headers[_EXPECT] = str(known[part.subject].sseq)
                     plan.messages.append((part.subject, data, headers))
                     plan.ends[part.subject] = (seq, len(plan.messages) - 1)
                 if part.payloads:
@@ -730,9 +779,9 @@ class NatsStore(LogStore):
                 tip = await self._fresh_tip(subject)
                 if tip.seq < seq:
                     return False
-                found = await self._locate(subject, seq, tip)
-                msg = await self._direct(f"$JS.API.DIRECT.GET.{self.stream}", {"seq": found})
-                return msg is not None and (msg.headers or {}).get(_MSG_ID) == headers[_MSG_ID]
+                found = await self._locate(subject, seq, tip, leader=True)
+                got = await self._probe(subject, found, leader=True)
+                return got is not None and got[2].get(_MSG_ID) == headers[_MSG_ID]
             except StoreError as exc:
                 if loop.time() >= deadline or self._closed:
                     raise StoreError(
@@ -778,6 +827,18 @@ class NatsStore(LogStore):
         return await self._read_range(stream, subject, max(tip.seq - count, 0) + 1, tip.seq, tip)
 
     async def _read_range(self, stream: str, subject: str, start: int, end: int, tip: _Tip) -> list[Envelope]:
+        """Messages ``start..end`` of the log. Direct gets may be answered by a replica a moment
+        behind the leader's tip: then the read is asked again, a few times, before it fails."""
+        for attempt in range(READ_RETRIES):
+            try:
+                return await self._read_once(stream, subject, start, end, tip)
+            except _Behind as exc:
+                if attempt == READ_RETRIES - 1:
+                    raise StoreError(f"reading {stream!r}: {exc.message} (replicas stayed behind)") from None
+                await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
+        raise AssertionError("unreachable")
+
+    async def _read_once(self, stream: str, subject: str, start: int, end: int, tip: _Tip) -> list[Envelope]:
         sseq = await self._locate(subject, start, tip)
         out: list[Envelope] = []
         decode = Envelope.decode
@@ -785,7 +846,7 @@ class NatsStore(LogStore):
         while seq <= end:
             page = await self._page(subject, sseq, min(READ_PAGE, end - seq + 1))
             if not page:
-                raise StoreError(f"log {stream!r} ends at {seq - 1}, before its tip {end}")
+                raise _Behind(f"log {stream!r} ends at {seq - 1}, before its tip {end}")
             for msg_sseq, msg_seq, data in page:
                 if msg_seq != seq:
                     raise StoreError(f"log {stream!r} has seq {msg_seq} where {seq} belongs")
@@ -796,11 +857,13 @@ class NatsStore(LogStore):
                     break
         return out
 
-    async def _locate(self, subject: str, seq: int, tip: _Tip) -> int:
+    async def _locate(self, subject: str, seq: int, tip: _Tip, *, leader: bool = False) -> int:
         """The stream sequence of the log's message ``seq`` (1 ≤ seq ≤ tip.seq).
 
         Each message takes one stream sequence, so it lies in ``[seq, tip.sseq - (tip.seq - seq)]``;
-        known anchors narrow that, and each ``next_by_subj`` probe narrows it further."""
+        known anchors narrow that, and each ``next_by_subj`` probe narrows it further. ``leader``
+        asks the stream's leader (authoritative) instead of any replica (a direct get); a replica
+        that is behind raises ``_Behind``."""
         if seq == tip.seq:
             return tip.sseq
         lo, hi = seq, tip.sseq - (tip.seq - seq)
@@ -813,13 +876,10 @@ class NatsStore(LogStore):
                 hi = min(hi, s - (a - seq))
         probe = hi
         while lo <= hi:
-            msg = await self._direct(
-                f"$JS.API.DIRECT.GET.{self.stream}", {"seq": probe, "next_by_subj": subject}
-            )
-            if msg is None:
+            got = await self._probe(subject, probe, leader=leader)
+            if got is None:
                 break
-            headers = msg.headers or {}
-            s, a = int(headers["Nats-Sequence"]), int(headers[_SEQ])
+            s, a, _ = got
             if a == seq:
                 self._remember_anchor(subject, a, s)
                 return s
@@ -828,7 +888,32 @@ class NatsStore(LogStore):
             else:
                 hi = min(hi, probe - 1, s - (a - seq))
             probe = (lo + hi) // 2
-        raise StoreError(f"message {seq} of {token_name(subject.rsplit('.', 1)[1])!r} is missing")
+        raise _Behind(f"message {seq} of {token_name(subject.rsplit('.', 1)[1])!r} is missing")
+
+    async def _probe(
+        self, subject: str, sseq: int, *, leader: bool
+    ) -> tuple[int, int, dict[str, str]] | None:
+        """The first message of ``subject`` at stream sequence ``sseq`` or later: (its stream
+        sequence, its seq, its headers), or None."""
+        if not leader:
+            msg = await self._direct(
+                f"$JS.API.DIRECT.GET.{self.stream}", {"seq": sseq, "next_by_subj": subject}
+            )
+            if msg is None:
+                return None
+            headers = msg.headers or {}
+            return int(headers["Nats-Sequence"]), int(headers[_SEQ]), headers
+        try:
+            answer = await self._api(
+                f"$JS.API.STREAM.MSG.GET.{self.stream}", {"seq": sseq, "next_by_subj": subject}
+            )
+        except _ApiError as exc:
+            if exc.err_code == _ERR_NO_MESSAGE:
+                return None
+            raise StoreError(f"reading {self.stream}: {exc.description}") from None
+        message = answer.get("message") or {}
+        block = _header_block(base64.b64decode(message.get("hdrs") or b""))
+        return int(message["seq"]), int(block[_SEQ]), block
 
     async def _page(self, subject: str, sseq: int, count: int) -> list[tuple[int, int, bytes]]:
         """Up to ``count`` messages of ``subject`` from stream sequence ``sseq``: one batched get."""
@@ -951,6 +1036,16 @@ class NatsStore(LogStore):
     def describe(self) -> str:
         mode = "read-only" if self._readonly else f"replicas={self.replicas}"
         return f"nats {self.describe_where()} ({mode}, JetStream)"
+
+
+def _header_block(raw: bytes) -> dict[str, str]:
+    """``NATS/1.0\r\nKey: value\r\n…`` (a message's headers as the JSON API returns them)."""
+    headers: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers.setdefault(key.strip(), value.strip())
+    return headers
 
 
 class _GaveUp(Exception):

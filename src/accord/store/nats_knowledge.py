@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 #: how long one JetStream call may take before the knowledge operation fails with store_error
 CALL_TIMEOUT = 30.0
+#: how long building the index from every document may take (once per start)
+LOAD_TIMEOUT = 600.0
 
 
 def encode_document(doc: Document) -> bytes:
@@ -82,7 +84,7 @@ class JetStreamKnowledge(KnowledgeStore):
 
     # --- JetStream, from the worker thread ------------------------------------------------------------
 
-    def _remote(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _remote(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -92,7 +94,7 @@ class JetStreamKnowledge(KnowledgeStore):
             raise StoreError("JetStream knowledge is called from a worker thread, not the event loop")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result(CALL_TIMEOUT)
+            return future.result(timeout)
         except StoreError:
             raise
         except Exception as exc:
@@ -149,7 +151,7 @@ class JetStreamKnowledge(KnowledgeStore):
         with self._load_lock:
             if self._loaded:
                 return
-            for doc in sorted(self._remote(self._all()), key=lambda d: d.doc_id):
+            for doc in sorted(self._remote(self._all(), LOAD_TIMEOUT), key=lambda d: d.doc_id):
                 super().insert(doc)
             self._loaded = True
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..model.errors import StoreLocked
+from ..model.errors import StoreError, StoreLocked
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("accord.store.nats")
 
 KEY = "writer"
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
 
 
 class WriterLease:
@@ -70,32 +74,41 @@ class WriterLease:
     async def acquire(self, *, wait: bool = False) -> None:
         """Take the lease, or raise ``StoreLocked`` naming who holds it; with ``wait``, a standby:
         ask again every ``ttl/6`` until the holder lets go or its lease expires."""
+        from nats import nuid
         from nats.js.errors import KeyWrongLastSequenceError
 
-        kv = self._kv = await self._open_bucket()
-        ttl = (await kv.status()).ttl
-        if ttl:  # the bucket's TTL is what expires a holder; renew by it, whatever this URL says
-            self.ttl = float(ttl)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        self._value = orjson.dumps(holder)
+        self._value = orjson.dumps({**holder, "nonce": nuid.NUID().next().decode()})
         said = False
         while True:
             try:
-                self._revision = await kv.create(KEY, self._value)
+                if self._kv is None:
+                    kv = await self._open_bucket()
+                    ttl = (await kv.status()).ttl
+                    if ttl:  # the bucket's TTL is what expires a holder: renew by it
+                        self.ttl = float(ttl)
+                    self._kv = kv
+                self._revision = await self._kv.create(KEY, self._value)
                 break
             except KeyWrongLastSequenceError:
-                held = self._held_by(await self._holder(kv))
+                held = self._held_by(await self._holder(self._kv))
                 if not wait:
                     raise held from None
                 if not said:
                     log.warning("standby: %s; waiting for its writer lease", held.message)
                     said = True
-                await asyncio.sleep(self.ttl / 6)
+            except Exception as exc:  # JetStream busy or failing over: a standby keeps waiting
+                if not wait:
+                    raise StoreError(f"the writer lease of {self.store.stream}: {_why(exc)}") from None
+                log.warning("standby: the writer lease cannot be read yet (%s)", _why(exc))
+            await asyncio.sleep(self.ttl / 6)
         if said:
             log.warning("standby: took the writer lease of %s; serving", self.store.stream)
         self._task = asyncio.get_running_loop().create_task(self._renew(), name="accord-nats-lease")
 
-    async def _holder(self, kv: KeyValue) -> dict[str, Any]:
+    async def _holder(self, kv: KeyValue | None) -> dict[str, Any]:
+        if kv is None:
+            return {}
         try:
             entry = await kv.get(KEY)
             held: dict[str, Any] = orjson.loads(entry.value or b"{}")
@@ -124,6 +137,10 @@ class WriterLease:
                 self._revision = await self._kv.update(KEY, self._value, last=self._revision)
                 renewed = loop.time()
             except KeyWrongLastSequenceError:
+                # the last renewal may have landed with its ack lost: then the key is still ours
+                if await self._still_ours():
+                    renewed = loop.time()
+                    continue
                 self.store._lose_lease("another hub took the writer lease of this stream")
                 return
             except Exception as exc:
@@ -141,6 +158,23 @@ class WriterLease:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._kv is not None and self._revision:
-            with contextlib.suppress(Exception):
+            try:
                 await self._kv.delete(KEY, last=self._revision)
+            except Exception:
+                # a renewal cancelled above may have landed: delete by the revision it made
+                with contextlib.suppress(Exception):
+                    if await self._still_ours():
+                        await self._kv.delete(KEY, last=self._revision)
             self._revision = 0
+
+    async def _still_ours(self) -> bool:
+        """Whether the key holds this holder's value; if so, adopt its revision."""
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(KEY)
+        except Exception:
+            return False
+        if entry.value == self._value and entry.revision is not None:
+            self._revision = entry.revision
+            return True
+        return False
