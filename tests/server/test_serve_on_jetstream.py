@@ -94,6 +94,14 @@ async def test_a_standby_hub_takes_over_when_the_serving_one_is_killed(nats_url:
         channel = await producer.open("conversation", "consumer")
         for i in range(20):
             await channel.send(f"n{i}")
+        team = await asyncio.to_thread(_team_thread, a.url, key)
+        tail = await asyncio.create_subprocess_exec(  # `accord tail` given both nodes follows the thread
+            *[str(ACCORD), "tail", f"{team[0]}/{team[1]}", "--count", "6", "--url", f"{a.url},{b.url}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"ACCORD_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        )
+        await asyncio.to_thread(_post, a.url, key, team, ["t0", "t1", "t2"])
         await eventually(lambda: len([e for e in received if e.event_type == "text"]) == 20, 120, "n0..n19")
         assert a.proc is not None
         killed = time.monotonic()
@@ -103,6 +111,10 @@ async def test_a_standby_hub_takes_over_when_the_serving_one_is_killed(nats_url:
         await asyncio.to_thread(b.wait_ready, 300)
         for i in range(20, 40):
             await channel.send(f"n{i}")  # the producer's link has moved to B
+        await asyncio.to_thread(_post, b.url, key, team, ["t3", "t4", "t5"])
+        out, err = await asyncio.wait_for(tail.communicate(), 300)
+        assert tail.returncode == 0, err.decode()
+        assert out.decode().splitlines() == [f"[Acme/poster] t{i}" for i in range(6)]
         await eventually(lambda: len([e for e in received if e.event_type == "text"]) == 40, 300, "n20..n39")
         failover = time.monotonic() - killed
         texts = [e.event_data["text"] for e in received if e.event_type == "text"]
@@ -123,3 +135,18 @@ async def test_a_standby_hub_takes_over_when_the_serving_one_is_killed(nats_url:
             a.proc.kill()
         if b.proc is not None:
             b.stop()
+
+
+def _team_thread(url: str, key: str) -> tuple[str, str, str]:
+    with AccordClient(url, key) as acme:
+        poster = acme.create_agent("poster")
+        team = acme.create_team("ops")
+        acme.add_member(team.id, agent_id=poster.id)
+        thread = acme.create_thread(team.id, "status")
+        return team.id, thread.id, poster.id
+
+
+def _post(url: str, key: str, team: tuple[str, str, str], texts: list[str]) -> None:
+    with AccordClient(url, key) as acme:
+        for text in texts:
+            acme.post_message(team[0], team[1], text, agent_id=team[2])
