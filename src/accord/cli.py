@@ -145,7 +145,8 @@ def demo(
 BENCH_HELP = (
     "Run Accord's side of the performance comparison (docs/PERFORMANCE.md) and print a table.\n\n"
     "W1 sequential sends, W2 concurrent conversations, W3 a discussion, W4 reopen and read, W5 idle "
-    "channels' memory, each on the memory and SQLite stores, every cell in a fresh process. The "
+    "channels' memory, each on the memory and SQLite stores (and, with --store, on a local JetStream "
+    "node or 3-node cluster the bench starts), every cell in a fresh process. The "
     "side-by-side comparison with AG2 is `make bench-compare`."
 )
 
@@ -496,7 +497,8 @@ def tail(
     since: int = typer.Option(0, "--since", help="Start after this seq (0: from the beginning)."),
     count: int = typer.Option(0, "--count", help="Exit after this many messages (0: follow forever)."),
 ) -> None:
-    """Stream a team thread live: history first, then new messages; reconnects and resumes by itself."""
+    """Stream a team thread live: history first, then new messages; reconnects and resumes by itself
+    (--url may list several hub nodes, comma-separated: it moves to the next when one is lost)."""
     from .client.tail import tail_thread
 
     team_id, thread_id = _team_thread(thread)
