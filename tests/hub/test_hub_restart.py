@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +29,8 @@ from accord import (
     Transition,
     TransitionGraph,
 )
+from accord.model.errors import StoreError
+from accord.nats_local import NatsCluster
 from accord.protocol.channel import replay
 from accord.store import LogStore, open_store
 
@@ -393,3 +397,62 @@ async def test_rules_and_open_counts_survive_a_restart(tmp_path: Path) -> None:
     await refused(hub, "too_many_open_channels", bob.open("discussion", "alice"))
     await refused(hub, "access_denied", mallory.open("conversation", "alice"))
     await hub.close()
+
+
+# --- restart everything: the hub and every node of a 3-node JetStream cluster ----------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    c = NatsCluster(tmp_path / "cluster").start()
+    yield c
+    c.cleanup()
+
+
+async def _open_when_ready(url: str) -> Hub:
+    """A hub on the cluster once JetStream has a leader for the stream (after a start, a moment)."""
+    deadline = time.monotonic() + 300  # a hang backstop
+    while True:
+        try:
+            return await open_hub(open_store(url))
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_restarting_the_hub_and_every_nats_node_gives_back_the_same_state(cluster: NatsCluster) -> None:
+    await cluster.wait_ready()
+    url = f"{cluster.url}?stream=EVERYTHING&replicas=3"
+    hub = await _open_when_ready(url)
+    alice, bob, carol = await agents(hub, "alice", "bob", "carol")
+    conv = await alice.open("conversation", "bob")
+    for i in range(30):
+        await conv.send(f"m{i}")
+    disc = await alice.open("discussion", ["bob", "carol"])
+    await disc.send("topic")
+    await bob.send(disc.channel_id, "view")
+    done = await carol.open("conversation", "alice")
+    await done.send("bye")
+    await done.close()
+    ids = [conv.channel_id, disc.channel_id, done.channel_id]
+    before = {cid: (await hub.channel_state(cid)).to_dict() for cid in ids}
+    registry = hub.registry.to_dict()
+    wal = {cid: [e.envelope_id for e in await hub.read_wal(cid)] for cid in ids}
+    await hub.close()
+
+    for node in cluster.nodes:
+        node.stop()
+    for node in cluster.nodes:
+        node.start()  # same ports, same store directories
+
+    hub = await _open_when_ready(url)
+    try:
+        assert hub.registry.to_dict() == registry
+        assert {cid: (await hub.channel_state(cid)).to_dict() for cid in ids} == before
+        assert {cid: [e.envelope_id for e in await hub.read_wal(cid)] for cid in ids} == wal
+        alice = await _attach(hub, "alice")
+        await alice.send(conv.channel_id, "after the restart")
+        assert texts(await hub.read_wal(conv.channel_id))[-1] == "after the restart"
+    finally:
+        await hub.close()
