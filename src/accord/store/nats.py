@@ -42,7 +42,7 @@ import contextlib
 import logging
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, unquote
@@ -212,6 +212,9 @@ class NatsStore(LogStore):
         self._task: asyncio.Task[None] | None = None
         self._tips: OrderedDict[str, _Tip] = OrderedDict()
         self._subjects: dict[str, str] = {}  # log name → its subject (quoting is not free)
+        self._acks: dict[str, asyncio.Future[Msg]] = {}  # batch id → its ack, on one inbox
+        self._ack_prefix: str | None = None
+        self._nuid: Any = None
         self._anchors: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
         self._refusal: str | None = None
         self._closed = False
@@ -278,6 +281,9 @@ class NatsStore(LogStore):
             raise
         connected = True
         self._nc = nc
+        from nats import nuid
+
+        self._nuid = nuid.NUID()
         self._loop = asyncio.get_running_loop()
         self._max_payload = nc.max_payload or self._max_payload
         try:
@@ -545,25 +551,33 @@ class NatsStore(LogStore):
             self._task = loop.create_task(self._drain(), name="accord-nats-commit")
 
     async def _drain(self) -> None:
+        """Commit the queue, batch after batch, in issue order: one batch in flight. (Sending the
+        next one ahead, its compare-and-set predicted from the previous one's stream sequences, was
+        tried and measured: a hub's senders each wait for their own ack, so the queue is empty while
+        a batch is out, and it gained nothing.)"""
         try:
             while self._pending:
                 batch = self._take()
-                try:
-                    await self._commit(batch)
-                except Exception as exc:  # fail the batch, not the store: the next batch tries again
-                    failure: StoreError
-                    if isinstance(exc, StoreError):
-                        log.warning("a batch of %d appends failed: %s", len(batch), exc.message)
-                        failure = exc
-                    else:  # an unexpected answer (or a bug): keep the traceback
-                        log.exception("JetStream commit failed")
-                        failure = StoreError(f"write to {self.describe_where()} failed: {_why(exc)}")
-                    self.stats.failed_transactions += 1
-                    for op in batch:
-                        settle(op.fut, failure, op.on_done)
-                    self._tips.clear()
+                await self._guarded(batch, self._commit(batch))
         finally:
             self._task = None
+
+    async def _guarded(self, batch: list[_Op], step: Awaitable[None]) -> None:
+        """Run one batch; if it fails, fail the batch, not the store (the next batch tries again)."""
+        try:
+            await step
+        except Exception as exc:
+            failure: StoreError
+            if isinstance(exc, StoreError):
+                log.warning("a batch of %d appends failed: %s", len(batch), exc.message)
+                failure = exc
+            else:  # an unexpected answer (or a bug): keep the traceback
+                log.exception("JetStream commit failed")
+                failure = StoreError(f"write to {self.describe_where()} failed: {_why(exc)}")
+            self.stats.failed_transactions += 1
+            for op in batch:
+                settle(op.fut, failure, op.on_done)
+            self._tips.clear()
 
     def _take(self) -> list[_Op]:
         """The next batch: ops in issue order while they fit one JetStream batch."""
@@ -627,11 +641,19 @@ class NatsStore(LogStore):
                     self._count(batch, plan, len(plan.messages))
                     break
                 continue
-            first = int(ack["seq"]) - len(plan.messages) + 1
-            for subject, (seq, index) in plan.ends.items():
-                self._remember_tip(subject, _Tip(seq, first + index))
+            self._acked(plan, ack)
             self._count(batch, plan, len(plan.messages))
             break
+        await self._finish(batch, plan)
+
+    def _acked(self, plan: _Plan, ack: dict[str, Any]) -> None:
+        """A batch committed: its logs' tips are known from its ack (its messages are contiguous)."""
+        first = int(ack["seq"]) - len(plan.messages) + 1
+        for subject, (seq, index) in plan.ends.items():
+            self._remember_tip(subject, _Tip(seq, first + index))
+
+    async def _finish(self, batch: list[_Op], plan: _Plan) -> None:
+        """Write the batch's snapshots, then settle every op in issue order."""
         for i, op in enumerate(batch):
             if op.snap is not None and i not in plan.failed:
                 try:
@@ -736,10 +758,21 @@ class NatsStore(LogStore):
 
     async def _publish(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> dict[str, Any]:
         """Send one atomic batch and wait for its ack (the batch is then in the replica quorum)."""
+        return await self._ack(await self._send(messages), len(messages))
+
+    async def _send(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> asyncio.Future[Msg]:
+        """Put one atomic batch on the wire, in order; the future is its ack. Batches sent one after
+        another reach the server in that order (one connection), which pipelining relies on."""
         from nats import nuid
 
         nc = self._conn()
-        batch_id = nuid.NUID().next().decode()
+        if self._ack_prefix is None:
+            self._ack_prefix = nc.new_inbox()
+            await nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
+        batch_id = self._nuid.next().decode() if self._nuid is not None else nuid.NUID().next().decode()
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[Msg] = loop.create_future()
+        self._acks[batch_id] = ack
         last = len(messages)
         try:
             for n, (subject, data, headers) in enumerate(messages, 1):
@@ -748,14 +781,37 @@ class NatsStore(LogStore):
                     await nc.publish(subject, data, headers=headers)
                     continue
                 headers["Nats-Batch-Commit"] = "1"
-                msg = await nc.request(subject, data, timeout=self._timeout, headers=headers)
+                await nc.publish(subject, data, reply=f"{self._ack_prefix}.{batch_id}", headers=headers)
         except Exception as exc:
-            raise _Unknown(_why(exc)) from None
+            self._acks.pop(batch_id, None)
+            ack.set_exception(_Unknown(_why(exc)))
+        acks = self._acks
+
+        def forget(_done: asyncio.Future[Msg]) -> None:
+            acks.pop(batch_id, None)
+
+        ack.add_done_callback(forget)
+        return ack
+
+    async def _on_ack(self, msg: Msg) -> None:
+        ack = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if ack is not None and not ack.done():
+            ack.set_result(msg)
+
+    async def _ack(self, ack: asyncio.Future[Msg], last: int) -> dict[str, Any]:
+        """The batch's ack, checked: ``_Refused`` (compare-and-set), ``_Unknown`` (no answer)."""
         try:
-            ack: dict[str, Any] = orjson.loads(msg.data)
+            msg = await asyncio.wait_for(asyncio.shield(ack), self._timeout)
+        except _Unknown:
+            raise
+        except Exception as exc:
+            ack.cancel()
+            raise _Unknown(_why(exc) if not isinstance(exc, TimeoutError) else "nats: timeout") from None
+        try:
+            answer: dict[str, Any] = orjson.loads(msg.data)
         except orjson.JSONDecodeError:
             raise _Unknown(f"unreadable ack {msg.data[:80]!r}") from None
-        error = ack.get("error")
+        error = answer.get("error")
         if error:
             code = int(error.get("err_code", 0))
             if code == _ERR_WRONG_LAST_SEQ:
@@ -763,9 +819,9 @@ class NatsStore(LogStore):
             if code == _ERR_DUPLICATE_IN_BATCH:  # an earlier try of this batch landed, or a clash
                 raise _Unknown(str(error.get("description")))
             raise StoreError(f"JetStream refused the batch: {error.get('description', error)}")
-        if int(ack.get("count", last)) != last:
-            raise StoreError(f"JetStream committed {ack.get('count')} of a batch of {last}")
-        return ack
+        if int(answer.get("count", last)) != last:
+            raise StoreError(f"JetStream committed {answer.get('count')} of a batch of {last}")
+        return answer
 
     async def _landed(self, plan: _Plan, deadline: float) -> bool:
         """Whether a batch whose ack was lost is in the log: its first message is there with our
