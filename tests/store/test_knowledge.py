@@ -16,7 +16,6 @@ from accord.store.knowledge import (
     PASSAGE_CHARS,
     KnowledgeStore,
     chunk,
-    knowledge_beside,
     match_expression,
 )
 
@@ -301,14 +300,14 @@ def test_refuses_a_newer_schema(tmp_path: Path) -> None:
 def test_knowledge_beside_a_sqlite_store(tmp_path: Path) -> None:
     log = SqliteStore(tmp_path / "d" / "accord.db")
     try:
-        beside = knowledge_beside(log)
+        beside = log.knowledge()
         assert beside.path == str(tmp_path / "d" / "knowledge.db")
         beside.close()
     finally:
         import asyncio
 
         asyncio.run(log.close())
-    memory = knowledge_beside(MemoryStore())
+    memory = MemoryStore().knowledge()
     assert memory.path == ":memory:"
     memory.close()
 

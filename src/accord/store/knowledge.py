@@ -38,7 +38,6 @@ from typing import Final
 
 from ..model.errors import InvalidInput, NotFound, StoreError
 from ..model.ids import has_prefix, new_id
-from .base import LogStore
 
 SCHEMA_VERSION: Final = 1
 KNOWLEDGE_FILE: Final = "knowledge.db"
@@ -309,7 +308,7 @@ class KnowledgeStore:
                 f"the document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes (1 MiB) of UTF-8",
                 details={"bytes": size, "limit": MAX_DOCUMENT_BYTES},
             )
-        if not chunk(content):
+        if not content.strip():  # what chunk() would cut into no passage at all
             raise InvalidInput("a document needs some non-blank content")
         return Document(
             new_id("doc"),
@@ -521,8 +520,3 @@ class KnowledgeStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"knowledge search failed: {exc}") from exc
         return [Hit(doc_id, title, body, float(score)) for doc_id, title, body, score in rows]
-
-
-def knowledge_beside(store: LogStore) -> KnowledgeStore:
-    """The knowledge store that goes with a hub's log store (``store.knowledge()``)."""
-    return store.knowledge()

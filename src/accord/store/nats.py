@@ -357,28 +357,28 @@ class NatsStore(LogStore):
             )
 
     async def _snapshot_bucket(self, *, create: bool) -> ObjectStore | None:
-        if self._objects is not None:
-            return self._objects
+        if self._objects is None:
+            self._objects = await self._object_store(
+                f"{self.stream}_snapshots", "Accord: the newest snapshot of each log", create=create
+            )
+        return self._objects
+
+    async def _object_store(self, bucket: str, description: str, *, create: bool) -> ObjectStore | None:
+        """The object store ``bucket`` beside the stream (same replicas), made if missing and
+        ``create``; None if missing otherwise."""
         from nats.js.api import ObjectStoreConfig, StorageType
         from nats.js.errors import BucketNotFoundError, NotFoundError
 
         js = self._conn().jetstream(timeout=self._timeout)
-        bucket = f"{self.stream}_snapshots"
         try:
-            self._objects = await js.object_store(bucket)
+            return await js.object_store(bucket)
         except (BucketNotFoundError, NotFoundError):
             if not create:
                 return None
-            self._objects = await js.create_object_store(
-                bucket=bucket,
-                config=ObjectStoreConfig(
-                    bucket=bucket,
-                    description="Accord: the newest snapshot of each log",
-                    storage=StorageType.FILE,
-                    replicas=self.replicas,
-                ),
+            config = ObjectStoreConfig(
+                bucket=bucket, description=description, storage=StorageType.FILE, replicas=self.replicas
             )
-        return self._objects
+            return await js.create_object_store(bucket=bucket, config=config)
 
     def knowledge(self) -> KnowledgeStore:
         """Documents in JetStream (``<STREAM>_knowledge``), searched through a local FTS5 index built
@@ -410,13 +410,19 @@ class NatsStore(LogStore):
             subject = subjects[stream] = self._prefix + subject_token(stream)
         return subject
 
-    async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A JetStream API request; ``_ApiError`` for an error answer, ``StoreError`` for no answer."""
-        nc = self._conn()
+    async def _request(self, subject: str, body: dict[str, Any] | None) -> Msg:
         try:
-            msg = await nc.request(subject, orjson.dumps(body) if body else b"", timeout=self._timeout)
+            return await self._conn().request(
+                subject, orjson.dumps(body) if body else b"", timeout=self._timeout
+            )
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"JetStream at {self.describe_where()} did not answer: {_why(exc)}") from None
+
+    async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JetStream API request; ``_ApiError`` for an error answer, ``StoreError`` for no answer."""
+        msg = await self._request(subject, body)
         data: dict[str, Any] = orjson.loads(msg.data) if msg.data else {}
         error = data.get("error")
         if error:
@@ -424,18 +430,25 @@ class NatsStore(LogStore):
         return data
 
     async def _direct(self, subject: str, body: dict[str, Any] | None = None) -> Msg | None:
-        """One direct get; None for "no such message"."""
-        nc = self._conn()
-        try:
-            msg = await nc.request(subject, orjson.dumps(body) if body else b"", timeout=self._timeout)
-        except Exception as exc:
-            raise StoreError(f"JetStream at {self.describe_where()} did not answer: {_why(exc)}") from None
+        """One direct get (any replica may answer); None for "no such message"."""
+        msg = await self._request(subject, body)
         status = (msg.headers or {}).get("Status")
         if status == "404":
             return None
         if status:
             raise StoreError(f"direct get on {self.stream} failed with status {status}")
         return msg
+
+    async def _leader_get(self, body: dict[str, Any]) -> tuple[int, dict[str, str]] | None:
+        """One message as the stream's leader has it: (its stream sequence, its headers), or None."""
+        try:
+            answer = await self._api(f"$JS.API.STREAM.MSG.GET.{self.stream}", body)
+        except _ApiError as exc:
+            if exc.err_code == _ERR_NO_MESSAGE:
+                return None
+            raise StoreError(f"reading {self.stream}: {exc.description}") from None
+        message = answer.get("message") or {}
+        return int(message["seq"]), _header_block(base64.b64decode(message.get("hdrs") or b""))
 
     def _remember_tip(self, subject: str, tip: _Tip) -> None:
         """Cache a log's tip; never step back to an older one (a read can race a commit)."""
@@ -465,16 +478,8 @@ class NatsStore(LogStore):
     async def _fresh_tip(self, subject: str) -> _Tip:
         """The log's tip as the stream's leader has it. Not a direct get: on a replicated stream any
         replica may answer those, a little behind, and a tip decides conflicts and landings."""
-        try:
-            answer = await self._api(f"$JS.API.STREAM.MSG.GET.{self.stream}", {"last_by_subj": subject})
-        except _ApiError as exc:
-            if exc.err_code != _ERR_NO_MESSAGE:
-                raise StoreError(f"reading {self.stream}: {exc.description}") from None
-            tip = _Tip(0, 0)
-        else:
-            message = answer.get("message") or {}
-            headers = _header_block(base64.b64decode(message.get("hdrs") or b""))
-            tip = _Tip(int(headers[_SEQ]), int(message["seq"]))
+        got = await self._leader_get({"last_by_subj": subject})
+        tip = _Tip(0, 0) if got is None else _Tip(int(got[1][_SEQ]), got[0])
         self._remember_tip(subject, tip)
         return self._tips.get(subject, tip)
 
@@ -959,17 +964,8 @@ class NatsStore(LogStore):
                 return None
             headers = msg.headers or {}
             return int(headers["Nats-Sequence"]), int(headers[_SEQ]), headers
-        try:
-            answer = await self._api(
-                f"$JS.API.STREAM.MSG.GET.{self.stream}", {"seq": sseq, "next_by_subj": subject}
-            )
-        except _ApiError as exc:
-            if exc.err_code == _ERR_NO_MESSAGE:
-                return None
-            raise StoreError(f"reading {self.stream}: {exc.description}") from None
-        message = answer.get("message") or {}
-        block = _header_block(base64.b64decode(message.get("hdrs") or b""))
-        return int(message["seq"]), int(block[_SEQ]), block
+        got = await self._leader_get({"seq": sseq, "next_by_subj": subject})
+        return None if got is None else (got[0], int(got[1][_SEQ]), got[1])
 
     async def _page(self, subject: str, sseq: int, count: int) -> list[tuple[int, int, bytes]]:
         """Up to ``count`` messages of ``subject`` from stream sequence ``sseq``: one batched get."""

@@ -102,22 +102,13 @@ class JetStreamKnowledge(KnowledgeStore):
             raise StoreError(f"knowledge in JetStream: {str(exc) or type(exc).__name__}") from None
 
     async def _bucket(self) -> ObjectStore:
-        from nats.js.api import ObjectStoreConfig, StorageType
-        from nats.js.errors import BucketNotFoundError, NotFoundError
-
-        js = self._store._conn().jetstream(timeout=self._store._timeout)
-        try:
-            return await js.object_store(self.bucket)
-        except (BucketNotFoundError, NotFoundError):
-            return await js.create_object_store(
-                bucket=self.bucket,
-                config=ObjectStoreConfig(
-                    bucket=self.bucket,
-                    description="Accord: knowledge documents (each node's FTS5 index is built from them)",
-                    storage=StorageType.FILE,
-                    replicas=self._store.replicas,
-                ),
-            )
+        bucket = await self._store._object_store(
+            self.bucket,
+            "Accord: knowledge documents (each node's FTS5 index is built from them)",
+            create=True,
+        )
+        assert bucket is not None
+        return bucket
 
     async def _all(self) -> list[Document]:
         from nats.js.errors import NotFoundError

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..model.errors import StoreError, StoreLocked
+from .nats import _why
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("accord.store.nats")
 
 KEY = "writer"
-
-
-def _why(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
 
 
 class WriterLease:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import parse_qsl
@@ -58,7 +58,6 @@ class StoreURL:
     replicas: int = 1
     #: nats: seconds a writer lease lasts unless renewed (how soon a standby takes over a dead hub)
     lease: float = 30.0
-    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path | None:
@@ -150,7 +149,6 @@ def _nats(rest: str, text: str) -> StoreURL:
         stream=stream,
         replicas=int(replicas_text),
         lease=lease,
-        options=options,
     )
 
 
