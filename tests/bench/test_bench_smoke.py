@@ -47,3 +47,17 @@ def test_slow_reader_quick() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "round 1:" in out.stdout and "300 delivered" in out.stdout, out.stdout
+
+
+def test_nats_batch_cost_quick() -> None:
+    """A local nats-server: plain publish against atomic batches, and NatsStore appends."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "nats_batch_cost.py"), "--quick", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "JetStream commit cost, R1, medians of 1 rounds:" in out.stdout, out.stdout
+    for line in ("plain publish:", "batch of 1:", "batch of 2:", "appends/s"):
+        assert line in out.stdout, out.stdout
